@@ -1,0 +1,55 @@
+//! `megavisor-core`: a verified WebAssembly megabinary, kept warm, serving sandboxed tool
+//! invocations in microseconds.
+//!
+//! The pieces, in the order a bundle flows through them:
+//!
+//! - [`manifest`]: the v1 manifest every part of megavisor reads;
+//! - [`signing`]: Ed25519 signatures over the manifest bytes, and the operator's trust policy;
+//! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
+//! - [`engine`]: the Wasmtime engine, its fingerprint, and loading the AOT module safely;
+//! - [`runtime`]: the warm pool and one fresh WASI sandbox per invocation;
+//! - [`pack`]: building and signing a bundle.
+//!
+//! ```no_run
+//! use megavisor_core::{Request, Runtime, RuntimeOptions, TrustPolicy};
+//! # fn main() -> megavisor_core::Result<()> {
+//! let policy = TrustPolicy::from_key_files(&["keys/default.pub".into()])?;
+//! let runtime = Runtime::open("bundle".as_ref(), &policy, RuntimeOptions::default())?;
+//! let out = runtime.run(&Request::new("echo").args(["hello"]))?;
+//! assert_eq!(out.stdout, b"hello\n");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This crate knows nothing of transports: the supervisor and the bindings build on it.
+
+#![warn(missing_docs)]
+
+mod artifacts;
+pub mod bundle;
+pub mod capability;
+mod capture;
+pub mod digest;
+pub mod engine;
+mod epoch;
+mod error;
+mod idempotency;
+pub mod manifest;
+pub mod pack;
+mod request;
+mod result;
+mod retire;
+pub mod runtime;
+pub mod signing;
+mod slots;
+
+pub use capability::{Access, Capability};
+pub use capture::TAIL_BYTES;
+pub use digest::Digests;
+pub use engine::EngineOptions;
+pub use error::{Error, ErrorKind, Result};
+pub use manifest::{Entry, Manifest};
+pub use request::{Limits, Mount, Request, ToolRef};
+pub use result::{Output, Timings};
+pub use runtime::{Runtime, RuntimeOptions, StartupReport};
+pub use signing::{ManifestSigner, TrustPolicy, TrustedKey};

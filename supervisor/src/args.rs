@@ -1,0 +1,218 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// megavisor: microsecond tool calls from a verified, warm WebAssembly megabinary.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a tool of the bundle (or an ad-hoc module) in a fresh sandbox.
+    Run(RunArgs),
+    /// List the bundle's tools.
+    Tools(ToolsArgs),
+    /// Run the entry that stands for the native binary at PATH (by content hash), or refuse
+    /// with EACCES and exit 126.
+    Exec(ExecArgs),
+    /// Verify a bundle: signature, sizes and digests of every file.
+    Verify(VerifyArgs),
+    /// Generate an Ed25519 key pair for signing bundles.
+    Keygen(KeygenArgs),
+    /// Build a signed bundle from a megabinary and an entries file.
+    Pack(PackArgs),
+}
+
+/// Where the bundle is and whom to trust.
+#[derive(Args, Clone)]
+pub struct TrustArgs {
+    /// Public key trusted to sign manifests (repeatable). Default: MEGAVISOR_TRUSTED_KEY, or
+    /// the key the set-up generated. Keys inside the bundle itself are never trusted.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Accept a manifest that is unsigned or whose signature does not verify (digests of the
+    /// files are still checked).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Directory for modules recompiled for this engine (default ~/.cache/megavisor).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A bundle directory plus trust settings.
+#[derive(Args, Clone)]
+pub struct BundleArgs {
+    /// Bundle directory. Default: MEGAVISOR_BUNDLE, or the bundle the set-up built.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// How one invocation is sandboxed and limited.
+#[derive(Args, Clone)]
+pub struct InvokeArgs {
+    /// Preopen a host directory: HOST:GUEST[:ro|:rw] (read-only by default; repeatable).
+    #[arg(long = "mount", value_name = "HOST:GUEST[:MODE]")]
+    pub mounts: Vec<String>,
+    /// Pass an environment variable KEY=VALUE (repeatable; the entry must allow it).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Time limit, e.g. 500ms, 2s, 1m (default: the entry's).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Memory limit, e.g. 16M, 1G, 65536 (default: the entry's).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Execution id: a repeated id replays the first result.
+    #[arg(long = "exec-id", value_name = "ID")]
+    pub exec_id: Option<String>,
+    /// Print the whole result as JSON instead of passing stdout and stderr through.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    #[command(flatten)]
+    pub invoke: InvokeArgs,
+    /// Run this .wasm instead of a bundle tool. Refused unless its digest is the bundle's
+    /// megabinary or --allow-unsigned is given; it gets exactly the mounts and env passed.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub module: Option<PathBuf>,
+    /// The tool and its arguments (with --module: the arguments only).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "TOOL [ARGS]"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ToolsArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// Print the manifest entries as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    #[command(flatten)]
+    pub invoke: InvokeArgs,
+    /// The native binary to stand in for, and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "PATH [ARGS]"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The bundle directory to verify.
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key; the public key goes to the same path plus `.pub`.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct PackArgs {
+    /// The megabinary.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub wasm: PathBuf,
+    /// The entries file (JSON) describing its tools.
+    #[arg(long, value_name = "FILE")]
+    pub entries: PathBuf,
+    /// Secret key to sign the manifest with.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Bundle directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Bundle name recorded in the manifest.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else {
+        return Err(format!("{s:?} needs a unit: ms, s or m (e.g. 500ms, 2s)"));
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Ok(Duration::from_micros((value * unit_ms * 1e3) as u64))
+}
+
+/// Parses `65536`, `64K`, `16M`, `1G` (binary multiples; `KiB`, `MiB`, `GiB` also accepted).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let upper = s.to_ascii_uppercase();
+    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, shift) = match trimmed.chars().last() {
+        Some('K') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('M') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('G') => (&trimmed[..trimmed.len() - 1], 30),
+        _ => (trimmed, 0),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64K, 16M, 1G)"))?;
+    value
+        .checked_shl(shift)
+        .filter(|v| v >> shift == value)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! One module per subcommand, plus what they share: finding the bundle and the trusted
+//! keys, and turning invocation flags into a request.
+
+pub mod exec;
+pub mod keygen;
+pub mod pack;
+pub mod run;
+pub mod tools;
+pub mod verify;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use megavisor_core::{
+    EngineOptions, Error, Limits, Mount, Request, Result, Runtime, RuntimeOptions, TrustPolicy,
+};
+
+use crate::args::{BundleArgs, InvokeArgs, TrustArgs};
+
+/// Where the set-up (`make setup`) puts what it builds, relative to this crate.
+const BUILD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../build");
+
+/// The bundle directory: `--bundle`, else `MEGAVISOR_BUNDLE`, else the set-up's bundle.
+pub fn bundle_dir(args: &BundleArgs) -> PathBuf {
+    args.bundle
+        .clone()
+        .or_else(|| std::env::var_os("MEGAVISOR_BUNDLE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(BUILD_DIR).join("bundle"))
+}
+
+/// The trust policy: `--trusted-key`, else `MEGAVISOR_TRUSTED_KEY`, else the set-up's key.
+pub fn trust_policy(args: &TrustArgs) -> Result<TrustPolicy> {
+    let keys = if !args.trusted_keys.is_empty() {
+        args.trusted_keys.clone()
+    } else if let Some(key) = std::env::var_os("MEGAVISOR_TRUSTED_KEY") {
+        vec![PathBuf::from(key)]
+    } else {
+        let default = PathBuf::from(BUILD_DIR).join("keys/megavisor.pub");
+        if default.exists() || !args.allow_unsigned {
+            vec![default]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut policy = if keys.is_empty() {
+        TrustPolicy::default()
+    } else {
+        TrustPolicy::from_key_files(&keys)?
+    };
+    policy.allow_unsigned = args.allow_unsigned;
+    Ok(policy)
+}
+
+/// Runtime options for a one-shot command: a single slot is enough.
+pub fn runtime_options(trust: &TrustArgs) -> RuntimeOptions {
+    RuntimeOptions {
+        engine: EngineOptions {
+            max_concurrency: 1,
+            cache_dir: trust.cache_dir.clone(),
+            ..EngineOptions::default()
+        },
+        ..RuntimeOptions::default()
+    }
+}
+
+/// Verifies and loads the bundle.
+pub fn open_runtime(args: &BundleArgs) -> Result<Runtime> {
+    Runtime::open(
+        &bundle_dir(args),
+        &trust_policy(&args.trust)?,
+        runtime_options(&args.trust),
+    )
+}
+
+/// Builds the request for `tool` from the invocation flags, reading stdin unless it is a
+/// terminal (so `megavisor run echo hi` never waits for input).
+pub fn build_request(tool: &str, args: &[String], flags: &InvokeArgs) -> Result<Request> {
+    let mut request = Request::new(tool).args(args.iter().cloned());
+    for spec in &flags.mounts {
+        request = request.mount(Mount::parse(spec).map_err(Error::BadRequest)?);
+    }
+    for pair in &flags.env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Error::BadRequest(format!("--env {pair:?} must be KEY=VALUE")))?;
+        request = request.env(key, value);
+    }
+    request.limits = Limits {
+        memory_bytes: flags.memory,
+        timeout: flags.timeout,
+        ..Limits::default()
+    };
+    request.execution_id = flags.exec_id.clone();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut bytes = Vec::new();
+        stdin
+            .lock()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Io {
+                path: "<stdin>".into(),
+                action: "read",
+                message: e.to_string(),
+            })?;
+        request.stdin = bytes;
+    }
+    Ok(request)
+}

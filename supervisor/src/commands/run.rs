@@ -1,0 +1,71 @@
+//! `megavisor run`: one tool invocation on the bundle, or on an ad-hoc module.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use megavisor_core::bundle::VerifiedBundle;
+use megavisor_core::{Access, Capability, Digests, Error, Mount, Result, Runtime};
+
+use super::{build_request, bundle_dir, open_runtime, runtime_options, trust_policy};
+use crate::args::RunArgs;
+use crate::render;
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if let Some(module) = &args.module {
+        return run_module(module, &args);
+    }
+    let Some((tool, tool_args)) = args.command.split_first() else {
+        return Err(Error::BadRequest(
+            "name a tool to run (see `megavisor tools`)".to_owned(),
+        ));
+    };
+    let runtime = open_runtime(&args.bundle)?;
+    let request = build_request(tool, tool_args, &args.invoke)?;
+    Ok(render::report(runtime.run(&request), args.invoke.json))
+}
+
+/// Runs a module outside the bundle, like seed 000's `wasictl`. It must be the bundle's own
+/// megabinary (same digests) unless the operator passed --allow-unsigned; it is granted
+/// exactly the mounts and environment on the command line.
+fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
+    let wasm = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        action: "read",
+        message: e.to_string(),
+    })?;
+    let digests = Digests::of_bytes(&wasm);
+    if !args.bundle.trust.allow_unsigned {
+        let bundle = VerifiedBundle::open(
+            &bundle_dir(&args.bundle),
+            &trust_policy(&args.bundle.trust)?,
+        )?;
+        if bundle.manifest.megabinary.wasm.digests != digests {
+            return Err(Error::NotAllowed(format!(
+                "{} (sha256 {}) is not in the manifest; pass --allow-unsigned to run it anyway",
+                path.display(),
+                digests.sha256
+            )));
+        }
+    }
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("module");
+    let request = build_request(name, &args.command, &args.invoke)?;
+    let runtime = Runtime::adhoc(
+        &wasm,
+        name,
+        granted_by_flags(&request.mounts, &request.env),
+        runtime_options(&args.bundle.trust),
+    )?;
+    Ok(render::report(runtime.run(&request), args.invoke.json))
+}
+
+fn granted_by_flags(mounts: &[Mount], env: &[(String, String)]) -> Vec<Capability> {
+    let fs = mounts.iter().map(|m| match m.access {
+        Access::ReadOnly => Capability::FsRead(m.guest.clone()),
+        Access::ReadWrite => Capability::FsWrite(m.guest.clone()),
+    });
+    fs.chain(env.iter().map(|(k, _)| Capability::Env(k.clone())))
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! Turning results into what a shell user sees: passed-through streams and exit codes, or
+//! one JSON document with everything.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use megavisor_core::{Error, ErrorKind, Output};
+use serde_json::{Value, json};
+
+/// Exit code for a failure of this kind (tool exit codes pass through unchanged).
+pub fn exit_code_for(kind: ErrorKind) -> ExitCode {
+    ExitCode::from(match kind {
+        ErrorKind::BadRequest => 2,
+        ErrorKind::HashMismatch | ErrorKind::BadSignature => 3,
+        ErrorKind::Timeout => 124,
+        ErrorKind::MemoryLimit => 125,
+        ErrorKind::NotAllowed => 126,
+        ErrorKind::ToolNotFound => 127,
+        ErrorKind::Trap => 134,
+        ErrorKind::Internal => 1,
+    })
+}
+
+/// Reports an invocation: JSON, or the guest's own streams and exit code.
+pub fn report(outcome: Result<Output, Error>, as_json: bool) -> ExitCode {
+    match outcome {
+        Ok(output) => {
+            if as_json {
+                print_json(&to_json(&output, None));
+            } else {
+                pass_through(&output);
+            }
+            ExitCode::from(output.exit_code.clamp(0, 255) as u8)
+        }
+        Err(err) => {
+            match (err.partial_output(), as_json) {
+                (Some(partial), true) => print_json(&to_json(partial, Some(&err))),
+                (None, true) => print_json(&json!({ "error": error_json(&err) })),
+                (Some(partial), false) => {
+                    pass_through(partial);
+                    eprintln!("megavisor: {}: {err}", err.kind());
+                }
+                (None, false) => eprintln!("megavisor: {}: {err}", err.kind()),
+            }
+            exit_code_for(err.kind())
+        }
+    }
+}
+
+fn pass_through(output: &Output) {
+    // A closed stdout (e.g. `| head`) is not an error worth reporting.
+    let _ = std::io::stdout().write_all(&output.stdout);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(&output.stderr);
+    if output.stdout_truncated() {
+        eprintln!(
+            "megavisor: stdout truncated: kept {} of {} bytes",
+            output.stdout.len(),
+            output.stdout_total
+        );
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
+
+/// The whole result as JSON. Byte streams are strings when they are UTF-8, and otherwise
+/// appear base64-encoded under `<name>_base64`, so nothing is lost.
+pub fn to_json(output: &Output, error: Option<&Error>) -> Value {
+    let mut value = serde_json::to_value(output).expect("outputs serialize");
+    let map = value.as_object_mut().expect("an object");
+    for (name, bytes) in [
+        ("stdout", &output.stdout),
+        ("stderr", &output.stderr),
+        ("stdout_tail", &output.stdout_tail),
+        ("stderr_tail", &output.stderr_tail),
+    ] {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => map.insert(name.to_owned(), json!(text)),
+            Err(_) => map.insert(
+                format!("{name}_base64"),
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+        };
+    }
+    map.insert("error".to_owned(), error.map_or(Value::Null, error_json));
+    value
+}
+
+fn error_json(err: &Error) -> Value {
+    json!({ "kind": err.kind().as_str(), "message": err.to_string() })
+}
