@@ -41,13 +41,11 @@ impl Default for EngineOptions {
     }
 }
 
-/// Instances whose teardown may be pending on the reaper thread beyond the running ones.
-pub(crate) const RETIRE_BACKLOG: u32 = 16;
-
 /// Builds the engine: Cranelift, pooling allocator, copy-on-write memory images, epoch
 /// interruption, and no wasm backtraces (capturing one costs microseconds per trap or exit).
 pub fn build_engine(options: &EngineOptions) -> Result<Engine> {
-    let slots = options.max_concurrency + RETIRE_BACKLOG + 1;
+    // One slot beyond the concurrency limit for the start-up warm-up instance.
+    let slots = options.max_concurrency + 1;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(slots)
         .total_memories(slots)

@@ -38,7 +38,6 @@ pub mod manifest;
 pub mod pack;
 mod request;
 mod result;
-mod retire;
 pub mod runtime;
 pub mod signing;
 mod slots;

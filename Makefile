@@ -1,0 +1,77 @@
+# megavisor: two commands do everything on a fresh machine.
+#   make demo   builds the default bundle and runs a few tools on it (no server needed)
+#   make test   builds everything and runs every test
+#
+# One target directory, one profile (release) and one feature set for every build, so
+# wasmtime compiles once. CI may point CARGO_TARGET_DIR at a cache outside the clone.
+
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+BUILD      := $(CURDIR)/build
+MEGAVISOR  := $(CARGO_TARGET_DIR)/release/megavisor
+KEY        := $(BUILD)/keys/megavisor
+BUNDLE     := $(BUILD)/bundle
+TEST_BUNDLE := $(BUILD)/test-bundle
+PYTHON     ?= python3
+
+.PHONY: setup demo test lint rust-test bench clean
+
+setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json
+
+$(BUILD)/.ziglang:
+	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
+	mkdir -p $(BUILD) && touch $@
+
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm: $(BUILD)/.ziglang FORCE
+	sh guest/build.sh $(BUILD)/guest
+
+$(MEGAVISOR): FORCE
+	cargo build --release --locked -p megavisor -p megavisor-bench
+
+$(KEY): | $(MEGAVISOR)
+	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
+	$(MEGAVISOR) keygen --out $(KEY)
+
+$(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm guest/megabin/entries.json
+	$(MEGAVISOR) pack --wasm $(BUILD)/guest/megabin.wasm --entries guest/megabin/entries.json \
+		--key $(KEY) --out $(BUNDLE) --name default
+
+$(TEST_BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/testbin.wasm guest/testbin/entries.json
+	$(MEGAVISOR) pack --wasm $(BUILD)/guest/testbin.wasm --entries guest/testbin/entries.json \
+		--key $(KEY) --out $(TEST_BUNDLE) --name test
+
+demo: setup
+	@echo '$$ megavisor run echo hello'
+	@$(MEGAVISOR) run echo hello
+	@echo '$$ printf "a\nb\nc\n" | megavisor run wc -l'
+	@printf 'a\nb\nc\n' | $(MEGAVISOR) run wc -l
+	@echo '$$ echo "{\"tool\":\"calc\",\"ok\":[1,2]}" | megavisor run jsonfmt'
+	@echo '{"tool":"calc","ok":[1,2]}' | $(MEGAVISOR) run jsonfmt
+	@echo '$$ megavisor run calc "2^10 + (3 * 4) / 8"'
+	@$(MEGAVISOR) run calc '2^10 + (3 * 4) / 8'
+	@echo '$$ printf "hello" | megavisor run sha256sum'
+	@printf 'hello' | $(MEGAVISOR) run sha256sum
+	@echo '$$ megavisor exec /usr/bin/wc -c   (the native wc, recognised by its hash)'
+	@printf 'twelve bytes' | $(MEGAVISOR) exec /usr/bin/wc -c
+	@echo '$$ megavisor exec /bin/ls          (not in the manifest: EACCES, exit 126)'
+	@$(MEGAVISOR) exec /bin/ls; test $$? -eq 126
+	@echo '$$ megavisor tools'
+	@$(MEGAVISOR) tools
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+rust-test: setup
+	cargo test --release --locked --workspace
+
+bench: setup
+	bench/run
+
+test: lint rust-test
+	bench/run --quick > $(BUILD)/bench-quick.jsonl
+	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
+
+clean:
+	rm -rf $(BUILD)
+
+FORCE:

@@ -1,0 +1,212 @@
+//! The `megavisor` program as a user runs it: a real process, real bundles from the set-up.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn build_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build");
+    assert!(
+        dir.join("bundle/manifest.json").exists(),
+        "run `make setup` first"
+    );
+    dir
+}
+
+fn megavisor(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_megavisor"))
+        .args(args)
+        .env_remove("MEGAVISOR_BUNDLE")
+        .env_remove("MEGAVISOR_TRUSTED_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("megavisor starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_echo_on_the_default_bundle() {
+    let out = megavisor(&["run", "echo", "hello"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+}
+
+#[test]
+fn stdin_and_exit_codes_pass_through() {
+    let out = megavisor(&["run", "wc", "-l"], b"a\nb\nc\n");
+    assert_eq!(text(&out.stdout).trim(), "3");
+    let out = megavisor(&["run", "false"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let out = megavisor(&["run", "grep", "zzz"], b"abc\n");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "grep's no-match status passes through"
+    );
+}
+
+#[test]
+fn json_prints_the_whole_result() {
+    let out = megavisor(
+        &["run", "--json", "--exec-id", "cli-json-1", "echo", "hi"],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stdout"], "hi\n");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["execution_id"], "cli-json-1");
+    assert!(v["error"].is_null());
+    assert!(v["timings"]["total_us"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn errors_have_kinds_and_exit_codes() {
+    let out = megavisor(&["run", "nosuch"], b"");
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("tool_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = megavisor(&["run", "--json", "--env", "X=1", "echo"], b"");
+    assert_eq!(out.status.code(), Some(126));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not_allowed");
+    let out = megavisor(&["run", "--timeout", "5", "echo"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a duration without unit is a usage error"
+    );
+}
+
+#[test]
+fn mounts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "one\ntwo\n").unwrap();
+    let mount = format!("{}:/in", dir.path().display());
+    let out = megavisor(&["run", "--mount", &mount, "cat", "/in/f.txt"], b"");
+    assert_eq!(text(&out.stdout), "one\ntwo\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn exec_runs_the_entry_standing_for_a_native_binary() {
+    let out = megavisor(&["exec", "/usr/bin/wc", "-c"], b"twelve bytes");
+    assert_eq!(text(&out.stdout).trim(), "12", "{}", text(&out.stderr));
+    let out = megavisor(&["exec", "/bin/sh", "-c", "id"], b"");
+    assert_eq!(out.status.code(), Some(126));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("EACCES: /bin/sh (sha256 ") && err.contains("is not in the manifest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tools_lists_every_entry() {
+    let out = megavisor(&["tools"], b"");
+    let listing = text(&out.stdout);
+    for name in ["echo", "wc", "grep", "jsonfmt", "calc", "sha256sum"] {
+        assert!(
+            listing.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{listing}"
+        );
+    }
+    let out = megavisor(&["tools", "--json"], b"");
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "wc" && e["arguments"]["type"] == "object")
+    );
+}
+
+#[test]
+fn keygen_pack_verify_and_tamper() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let out = megavisor(&["keygen", "--out", key.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bundle = dir.path().join("b");
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest");
+    let wasm = build_dir().join("guest/testbin.wasm");
+    let out = megavisor(
+        &[
+            "pack",
+            "--wasm",
+            wasm.to_str().unwrap(),
+            "--entries",
+            guest.join("testbin/entries.json").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+            "--name",
+            "t",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("compiled in"),
+        "pack shows compile progress"
+    );
+    let public = format!("{}.pub", key.display());
+    let b = bundle.to_str().unwrap();
+    let out = megavisor(&["verify", b, "--trusted-key", &public], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("signature: ok"));
+    // The set-up's key did not sign this bundle; a key inside the bundle is never trusted.
+    std::fs::copy(&public, bundle.join("trusted.pub")).unwrap();
+    let out = megavisor(&["verify", b], b"");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("bad_signature"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = megavisor(
+        &["run", "--bundle", b, "--trusted-key", &public, "args", "x"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "args\nx\n");
+    let cwasm = bundle.join("testbin.cwasm");
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&cwasm, bytes).unwrap();
+    let out = megavisor(&["verify", b, "--trusted-key", &public], b"");
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hash_mismatch") && err.contains("testbin.cwasm"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ad_hoc_module_needs_a_known_digest_or_allow_unsigned() {
+    let wasm = build_dir().join("guest/testbin.wasm");
+    let module = wasm.to_str().unwrap();
+    let out = megavisor(&["run", "--module", module, "x"], b"");
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not in the manifest"));
+    // The default bundle's own megabinary is known by digest.
+    let megabin = build_dir().join("guest/megabin.wasm");
+    let out = megavisor(&["run", "--module", megabin.to_str().unwrap()], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "megabin dispatches on argv[0]=megabin: unknown tool"
+    );
+    let out = megavisor(&["run", "--allow-unsigned", "--module", module, "x"], b"");
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
