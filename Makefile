@@ -21,7 +21,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE

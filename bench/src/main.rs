@@ -48,7 +48,12 @@ impl Samples {
     }
 }
 
-fn report(case: &str, samples: &Samples, wall: Duration, peer: Option<(&str, f64)>) -> f64 {
+fn report(
+    case: &str,
+    samples: &Samples,
+    wall: Duration,
+    peer: Option<(&str, f64)>,
+) -> serde_json::Value {
     let p50 = samples.percentile_us(0.50);
     let mut line = json!({
         "case": case,
@@ -61,8 +66,13 @@ fn report(case: &str, samples: &Samples, wall: Duration, peer: Option<(&str, f64
         line["peer"] = json!(peer_case);
         line["speedup_vs_peer"] = json!(round2(peer_p50 / p50));
     }
-    println!("{line}");
-    p50
+    line
+}
+
+/// Median of one timing component over many results, in microseconds.
+fn median_us(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
 }
 
 fn round2(x: f64) -> f64 {
@@ -91,7 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(status.success());
     };
     let (spawn, spawn_wall) = Samples::collect(spawns, spawn_true);
-    let peer_p50 = report("spawn/bin-true", &spawn, spawn_wall, None);
+    let peer = report("spawn/bin-true", &spawn, spawn_wall, None);
+    println!("{peer}");
+    let peer_p50 = peer["p50_us"].as_f64().expect("a number");
 
     for (case, request) in [
         ("embedded/true", Request::new("true")),
@@ -100,13 +112,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Request::new("echo").args(["hello", "world"]),
         ),
     ] {
-        let call = || {
+        let mut timings = Vec::with_capacity(warmup + iterations);
+        let mut call = || {
             let out = runtime.run(&request).expect("invocation succeeds");
             assert_eq!(out.exit_code, 0);
+            timings.push(out.timings);
         };
-        Samples::collect(warmup, call);
-        let (samples, wall) = Samples::collect(iterations, call);
-        report(case, &samples, wall, Some(("spawn/bin-true", peer_p50)));
+        Samples::collect(warmup, &mut call);
+        let (samples, wall) = Samples::collect(iterations, &mut call);
+        let timings = &timings[warmup..];
+        let mut line = report(case, &samples, wall, Some(("spawn/bin-true", peer_p50)));
+        // Where the time goes inside the call, as the runtime itself measures it.
+        line["instantiate_p50_us"] = json!(median_us(
+            timings.iter().map(|t| t.instantiate_us).collect()
+        ));
+        line["run_p50_us"] = json!(median_us(timings.iter().map(|t| t.run_us).collect()));
+        println!("{line}");
     }
     Ok(())
 }

@@ -80,11 +80,17 @@ fn tool_by_digest_of_its_native_original() {
 
 #[test]
 fn timeout_stops_a_spinning_guest() {
+    let rt = common::test_runtime();
+    // Let the epoch ticker go idle and park, so this also proves the first call after an
+    // idle spell wakes it.
+    std::thread::sleep(Duration::from_millis(400));
     let started = Instant::now();
-    let err = run_err(&Request::new("spin").limits(Limits {
-        timeout: Some(Duration::from_millis(200)),
-        ..Limits::default()
-    }));
+    let err = rt
+        .run(&Request::new("spin").limits(Limits {
+            timeout: Some(Duration::from_millis(200)),
+            ..Limits::default()
+        }))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains("200 ms"), "{err}");
     let elapsed = started.elapsed();

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("megavisor: {}: {err}", err.kind());
+            eprintln!("megavisor: {err} ({})", err.kind());
             render::exit_code_for(err.kind())
         }
     }

@@ -39,9 +39,9 @@ pub fn report(outcome: Result<Output, Error>, as_json: bool) -> ExitCode {
                 (None, true) => print_json(&json!({ "error": error_json(&err) })),
                 (Some(partial), false) => {
                     pass_through(partial);
-                    eprintln!("megavisor: {}: {err}", err.kind());
+                    eprintln!("megavisor: {err} ({})", err.kind());
                 }
-                (None, false) => eprintln!("megavisor: {}: {err}", err.kind()),
+                (None, false) => eprintln!("megavisor: {err} ({})", err.kind()),
             }
             exit_code_for(err.kind())
         }

@@ -17,15 +17,18 @@ use megavisor_core::{
 
 use crate::args::{BundleArgs, InvokeArgs, TrustArgs};
 
-/// Where the set-up (`make setup`) puts what it builds, relative to this crate.
-const BUILD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../build");
+/// Where the set-up (`make setup`) puts what it builds: `build/` in the workspace root.
+fn build_dir() -> PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join("build")
+}
 
 /// The bundle directory: `--bundle`, else `MEGAVISOR_BUNDLE`, else the set-up's bundle.
 pub fn bundle_dir(args: &BundleArgs) -> PathBuf {
     args.bundle
         .clone()
         .or_else(|| std::env::var_os("MEGAVISOR_BUNDLE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(BUILD_DIR).join("bundle"))
+        .unwrap_or_else(|| build_dir().join("bundle"))
 }
 
 /// The trust policy: `--trusted-key`, else `MEGAVISOR_TRUSTED_KEY`, else the set-up's key.
@@ -35,7 +38,7 @@ pub fn trust_policy(args: &TrustArgs) -> Result<TrustPolicy> {
     } else if let Some(key) = std::env::var_os("MEGAVISOR_TRUSTED_KEY") {
         vec![PathBuf::from(key)]
     } else {
-        let default = PathBuf::from(BUILD_DIR).join("keys/megavisor.pub");
+        let default = build_dir().join("keys/megavisor.pub");
         if default.exists() || !args.allow_unsigned {
             vec![default]
         } else {
@@ -65,8 +68,15 @@ pub fn runtime_options(trust: &TrustArgs) -> RuntimeOptions {
 
 /// Verifies and loads the bundle.
 pub fn open_runtime(args: &BundleArgs) -> Result<Runtime> {
+    let dir = bundle_dir(args);
+    if !dir.join(megavisor_core::manifest::MANIFEST_FILE).exists() {
+        return Err(Error::BadRequest(format!(
+            "no bundle at {}: run `make setup`, or pass --bundle DIR or set MEGAVISOR_BUNDLE",
+            dir.display()
+        )));
+    }
     Runtime::open(
-        &bundle_dir(args),
+        &dir,
         &trust_policy(&args.trust)?,
         runtime_options(&args.trust),
     )
