@@ -4,6 +4,7 @@
 //! The pieces, in the order a bundle flows through them:
 //!
 //! - [`manifest`]: the v1 manifest every part of megavisor reads;
+//! - [`arguments`]: rendering JSON arguments into argv through the schema's `x-argv` hints;
 //! - [`signing`]: Ed25519 signatures over the manifest bytes, and the operator's trust policy;
 //! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
 //! - [`engine`]: the Wasmtime engine, its fingerprint, and loading the AOT module safely;
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod arguments;
 mod artifacts;
 pub mod bundle;
 pub mod capability;
