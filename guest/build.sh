@@ -1,0 +1,39 @@
+#!/bin/sh
+# Builds the guest megabinaries with zig's bundled clang and wasi-libc:
+#   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
+# writes OUT_DIR/megabin.wasm (the default tools) and OUT_DIR/testbin.wasm (the test
+# tools).  A binary newer than all of its sources (and this script) is not rebuilt.
+set -eu
+
+guest_dir=$(cd "$(dirname "$0")" && pwd)
+out_dir=${1:-$(dirname "$guest_dir")/build/guest}
+# Overridable so another interpreter (a virtualenv's) can be used.
+python=${PYTHON:-python3}
+
+if ! "$python" -m ziglang version >/dev/null 2>&1; then
+    echo "build.sh: the wasm32-wasi C compiler is missing: pip install ziglang" >&2
+    exit 1
+fi
+mkdir -p "$out_dir"
+
+# build NAME: compiles guest/NAME/*.c into OUT_DIR/NAME.wasm unless it is up to date.
+build() {
+    src_dir=$guest_dir/$1
+    out=$out_dir/$1.wasm
+    if [ -f "$out" ] &&
+        [ -z "$(find "$src_dir" "$guest_dir/build.sh" -newer "$out" \( -name '*.c' -o -name '*.h' -o -name build.sh \) -print)" ]; then
+        echo "up to date: $out"
+        return
+    fi
+    # Compile to a temporary name so a failed build never leaves a fresh-looking output.
+    # zig links wasm with a 16 MiB stack, all of it in the initial memory: a 1 MiB
+    # stack (ample: jsonfmt's nesting limit needs under 64 KiB) keeps every instance
+    # within the 16 MiB limit of the smallest entries.
+    "$python" -m ziglang cc -target wasm32-wasi -std=c11 -O2 -Wall -Wextra -Werror -s \
+        -Wl,-z,stack-size=1048576 -o "$out.tmp" "$src_dir"/*.c
+    mv "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
+}
+
+build megabin
+build testbin

@@ -1,0 +1,85 @@
+/* Tools that push against the supervisor's limits and isolation. */
+#include "tools.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB (1024 * 1024)
+
+/* spin: loops forever, until the time limit stops it. */
+int tool_spin(int argc, char **argv)
+{
+    /* A volatile store on every iteration: the loop has an observable effect, so the
+     * compiler may neither drop it nor assume it terminates. */
+    volatile unsigned long long spins = 0;
+
+    (void)argc;
+    (void)argv;
+    for (;;)
+        spins++;
+}
+
+/* The newest block; each block's first word links to the one before. */
+static void *volatile newest;
+
+/*
+ * alloc: allocates and touches 1 MiB after another, without end.  Normally the
+ * memory limit stops the guest; if malloc ever fails instead, it says so and exits 3.
+ */
+int tool_alloc(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    for (unsigned long mib = 0;; mib++) {
+        void **block = malloc(MIB);
+
+        if (block == NULL) {
+            fprintf(stderr, "alloc: out of memory after %lu MiB\n", mib);
+            return 3;
+        }
+        /* Touch every page, and keep every block reachable through a volatile
+         * pointer, so the allocation cannot be optimised away. */
+        memset(block, 0xa5, MIB);
+        block[0] = newest;
+        newest = block;
+    }
+}
+
+/* trap: executes an unreachable instruction. */
+int tool_trap(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    __builtin_trap();
+}
+
+/*
+ * State that survives between calls only if an instance is reused.  Volatile, so
+ * the compiler cannot fold the first call's values into constants: what is tested
+ * is the memory the runtime hands over, not what the compiler can prove.
+ */
+static volatile int counter;
+static volatile unsigned char scratch[4096];
+
+/*
+ * counter: prints "counter=N dirty=D" where N is the counter after incrementing it
+ * and D is 1 if the buffer held anything but zeros, then dirties the buffer.  A
+ * fresh instance always prints "counter=1 dirty=0".
+ */
+int tool_counter(int argc, char **argv)
+{
+    int dirty = 0;
+
+    (void)argc;
+    (void)argv;
+    counter++;
+    for (size_t i = 0; i < sizeof scratch; i++) {
+        if (scratch[i] != 0)
+            dirty = 1;
+    }
+    printf("counter=%d dirty=%d\n", counter, dirty);
+    for (size_t i = 0; i < sizeof scratch; i++)
+        scratch[i] = 0xab;
+    return 0;
+}
