@@ -26,11 +26,12 @@ build() {
         return
     fi
     # Compile to a temporary name so a failed build never leaves a fresh-looking output.
-    # zig links wasm with a 16 MiB stack, all of it in the initial memory: a 1 MiB
+    # zig links wasm with a 16 MiB stack, all of it in the initial memory. A 128 KiB
     # stack (ample: jsonfmt's nesting limit needs under 64 KiB) keeps every instance
-    # within the 16 MiB limit of the smallest entries.
+    # within the 16 MiB limit of the smallest entries, and keeps the stack inside the
+    # pool slot's resident pages (1 MiB measured 20.7 µs per `true`, 128 KiB 16.0 µs).
     "$python" -m ziglang cc -target wasm32-wasi -std=c11 -O2 -Wall -Wextra -Werror -s \
-        -Wl,-z,stack-size=1048576 -o "$out.tmp" "$src_dir"/*.c
+        -Wl,-z,stack-size=131072 -o "$out.tmp" "$src_dir"/*.c
     mv "$out.tmp" "$out"
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
 }
