@@ -120,6 +120,10 @@ pub struct Runtime {
     pre: InstancePre<Invocation>,
     start: ModuleExport,
     manifest: Manifest,
+    /// Each entry's declared capabilities, compiled once: glob matching is on every call,
+    /// compiling the globs would add a regex build to it. Index-aligned with the entries;
+    /// an entry declaring an unsupported capability keeps its refusal here.
+    declared_grants: Vec<Result<Grant>>,
     authenticity: Authenticity,
     options: RuntimeOptions,
     idempotency: IdempotencyCache,
@@ -239,7 +243,13 @@ impl Runtime {
             .map_err(|e| Error::io("epoch thread", "spawn", e))?;
         let capacity =
             std::num::NonZeroUsize::new(options.idempotency_capacity.max(1)).expect("non-zero");
+        let declared_grants = manifest
+            .entries
+            .iter()
+            .map(|e| Grant::new(&e.name, &e.capabilities, None))
+            .collect();
         let mut runtime = Runtime {
+            declared_grants,
             slots: Slots::new(options.engine.max_concurrency),
             idempotency: IdempotencyCache::new(capacity, options.idempotency_ttl),
             engine,
@@ -265,26 +275,36 @@ impl Runtime {
     /// Instantiates once so the first caller does not pay for mapping the pool slot and the
     /// memory image.
     fn warm(&self) -> Result<()> {
-        let mut store = Store::new(
-            &self.engine,
-            Invocation {
-                wasi: WasiCtxBuilder::new().build_p1(),
-                memory: MemoryCap {
-                    limit: self.options.engine.max_memory_bytes,
-                    exceeded: None,
-                },
-            },
-        );
-        store.limiter(|s| &mut s.memory);
-        if self.options.engine.fuel {
-            store
-                .set_fuel(u64::MAX)
-                .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        }
+        let mut store = self.new_store(
+            WasiCtxBuilder::new().build_p1(),
+            self.options.engine.max_memory_bytes,
+            None,
+        )?;
         self.pre
             .instantiate(&mut store)
             .map_err(|e| Error::Engine(format!("warm-up instantiation failed: {e:#}")))?;
         Ok(())
+    }
+
+    /// A store for one instance: its WASI context, memory cap and fuel.
+    fn new_store(
+        &self,
+        wasi: WasiP1Ctx,
+        memory_limit: u64,
+        fuel: Option<u64>,
+    ) -> Result<Store<Invocation>> {
+        let memory = MemoryCap {
+            limit: memory_limit,
+            exceeded: None,
+        };
+        let mut store = Store::new(&self.engine, Invocation { wasi, memory });
+        store.limiter(|s| &mut s.memory);
+        if self.options.engine.fuel {
+            store
+                .set_fuel(fuel.unwrap_or(u64::MAX))
+                .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        }
+        Ok(store)
     }
 
     /// The verified manifest.
@@ -324,9 +344,9 @@ impl Runtime {
     /// Runs one invocation.
     pub fn run(&self, request: &Request) -> Result<Output> {
         let called = Instant::now();
-        let entry = self.resolve(&request.tool)?;
+        let (index, entry) = self.resolve(&request.tool)?;
         let Some(id) = &request.execution_id else {
-            return self.execute(entry, request, called);
+            return self.execute(index, entry, request, called);
         };
         validate_execution_id(id)?;
         let fingerprint =
@@ -334,21 +354,21 @@ impl Runtime {
         match self.idempotency.claim(id, fingerprint)? {
             Claim::Replay(outcome) => outcome,
             Claim::Run(ticket) => {
-                let outcome = self.execute(entry, request, called);
+                let outcome = self.execute(index, entry, request, called);
                 ticket.complete(&outcome);
                 outcome
             }
         }
     }
 
-    fn resolve(&self, tool: &ToolRef) -> Result<&Entry> {
+    /// The entry a request names, with its index in the manifest.
+    fn resolve(&self, tool: &ToolRef) -> Result<(usize, &Entry)> {
+        let mut entries = self.manifest.entries.iter().enumerate();
         let found = match tool {
-            ToolRef::Name(name) => self.manifest.entry(name),
-            ToolRef::Digest(hex) => self
-                .manifest
-                .entries
-                .iter()
-                .find(|e| e.originals.digests.iter().any(|d| d.matches_either(hex))),
+            ToolRef::Name(name) => entries.find(|(_, e)| e.name == *name),
+            ToolRef::Digest(hex) => {
+                entries.find(|(_, e)| e.originals.digests.iter().any(|d| d.matches_either(hex)))
+            }
         };
         found.ok_or_else(|| Error::ToolNotFound {
             name: match tool {
@@ -359,8 +379,14 @@ impl Runtime {
         })
     }
 
-    fn execute(&self, entry: &Entry, request: &Request, called: Instant) -> Result<Output> {
-        let plan = self.plan(entry, request)?;
+    fn execute(
+        &self,
+        index: usize,
+        entry: &Entry,
+        request: &Request,
+        called: Instant,
+    ) -> Result<Output> {
+        let plan = self.plan(index, entry, request)?;
         let permit = self.slots.acquire();
         let queue = called.elapsed();
 
@@ -387,23 +413,8 @@ impl Runtime {
         }
 
         let instantiating = Instant::now();
-        let mut store = Store::new(
-            &self.engine,
-            Invocation {
-                wasi: wasi.build_p1(),
-                memory: MemoryCap {
-                    limit: plan.memory_bytes,
-                    exceeded: None,
-                },
-            },
-        );
-        store.limiter(|s| &mut s.memory);
+        let mut store = self.new_store(wasi.build_p1(), plan.memory_bytes, request.limits.fuel)?;
         store.set_epoch_deadline(EpochTicker::ticks_for(plan.timeout));
-        if self.options.engine.fuel {
-            store
-                .set_fuel(request.limits.fuel.unwrap_or(u64::MAX))
-                .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        }
         let in_flight = self.ticker.enter();
         let instance = self.pre.instantiate(&mut store);
         let instantiated = Instant::now();
@@ -498,12 +509,15 @@ impl Runtime {
 
     /// Checks the request against the entry's capabilities and the runtime's limits, and
     /// works out everything the sandbox needs. Nothing runs if this fails.
-    fn plan(&self, entry: &Entry, request: &Request) -> Result<Plan> {
-        let grant = Grant::new(
-            &entry.name,
-            &entry.capabilities,
-            request.capabilities.as_deref(),
-        )?;
+    fn plan(&self, index: usize, entry: &Entry, request: &Request) -> Result<Plan> {
+        let narrowed;
+        let grant = match request.capabilities.as_deref() {
+            None => self.declared_grants[index].as_ref().map_err(Clone::clone)?,
+            Some(requested) => {
+                narrowed = Grant::new(&entry.name, &entry.capabilities, Some(requested))?;
+                &narrowed
+            }
+        };
         let mut argv = Vec::with_capacity(request.args.len() + 1);
         argv.push(entry.entry.clone());
         for arg in &request.args {
@@ -531,7 +545,7 @@ impl Runtime {
         }
         let mut preopens = Vec::with_capacity(request.mounts.len() + 1);
         for mount in &request.mounts {
-            preopens.push(self.check_mount(entry, &grant, mount)?);
+            preopens.push(self.check_mount(entry, grant, mount)?);
         }
         let out_dir = match (&self.options.out_dir, &request.execution_id) {
             (Some(root), Some(id)) => {

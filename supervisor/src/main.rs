@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("megavisor: {err} ({})", err.kind());
+            render::print_error(&err);
             render::exit_code_for(err.kind())
         }
     }

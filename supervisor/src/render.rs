@@ -39,13 +39,18 @@ pub fn report(outcome: Result<Output, Error>, as_json: bool) -> ExitCode {
                 (None, true) => print_json(&json!({ "error": error_json(&err) })),
                 (Some(partial), false) => {
                     pass_through(partial);
-                    eprintln!("megavisor: {err} ({})", err.kind());
+                    print_error(&err);
                 }
-                (None, false) => eprintln!("megavisor: {err} ({})", err.kind()),
+                (None, false) => print_error(&err),
             }
             exit_code_for(err.kind())
         }
     }
+}
+
+/// Prints a failure as `megavisor: MESSAGE (KIND)` on stderr.
+pub fn print_error(err: &Error) {
+    eprintln!("megavisor: {err} ({})", err.kind());
 }
 
 fn pass_through(output: &Output) {
