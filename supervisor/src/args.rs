@@ -31,6 +31,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Build a signed bundle from a megabinary and an entries file.
     Pack(PackArgs),
+    /// Serve the bundle to local clients over a Unix socket (shared-memory rings or frames).
+    Serve(ServeArgs),
 }
 
 /// Where the bundle is and whom to trust.
@@ -88,6 +90,10 @@ pub struct RunArgs {
     pub bundle: BundleArgs,
     #[command(flatten)]
     pub invoke: InvokeArgs,
+    /// Call a running supervisor at this socket instead of loading the bundle in-process
+    /// (MEGAVISOR_SOCKET is not consulted: in-process is the default).
+    #[arg(long, value_name = "PATH", conflicts_with = "module")]
+    pub socket: Option<PathBuf>,
     /// Run this .wasm instead of a bundle tool. Refused unless its digest is the bundle's
     /// megabinary or --allow-unsigned is given; it gets exactly the mounts and env passed.
     #[arg(long, value_name = "FILE.wasm")]
@@ -158,6 +164,56 @@ pub struct PackArgs {
     /// Bundle name recorded in the manifest.
     #[arg(long, default_value = "default")]
     pub name: String,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// Unix socket to listen on. Default: MEGAVISOR_SOCKET, else /run/megavisor/megavisor.sock
+    /// for root and $XDG_RUNTIME_DIR/megavisor.sock (or /tmp/megavisor-UID.sock) for others.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Calls running at once (guest threads and warm instance slots; seed 000's MaxConcurrency).
+    #[arg(long, default_value_t = default_concurrency(), value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_concurrency: u32,
+    /// Calls that may wait for a guest thread; beyond it calls are refused as busy.
+    #[arg(long, default_value_t = 64)]
+    pub queue_depth: usize,
+    /// Calls one client may have in flight (at most the ring's slots).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub client_in_flight: u32,
+    /// Clients connected at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_clients: usize,
+    /// Allow peers with this uid (repeatable). Default: only the supervisor's own uid.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// Allow peers whose primary gid is this (repeatable).
+    #[arg(long = "allow-gid", value_name = "GID")]
+    pub allow_gids: Vec<u32>,
+    /// Make the socket 0660 and owned by this group (name or gid) instead of 0600.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Slots of each ring (rounded up to a power of two).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_slots: u32,
+    /// Bytes of each ring slot; smaller messages travel inline.
+    #[arg(long, default_value = "4K", value_parser = parse_size)]
+    pub ring_slot_bytes: u64,
+    /// Largest call (arguments, stdin) one request slot carries.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub ring_request_spill: u64,
+    /// Largest reply (stdout, stderr) one reply slot carries.
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    pub ring_reply_spill: u64,
+    /// How long SIGTERM waits for calls in flight before exiting anyway.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+fn default_concurrency() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `1m`.

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,12 +27,14 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Pack(args) => commands::pack::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            render::print_error(&err);
-            render::exit_code_for(err.kind())
+            let failure = render::Failure::from(err);
+            render::print_error(&failure);
+            render::exit_code_for(failure.kind())
         }
     }
 }

@@ -5,26 +5,95 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use base64::Engine as _;
-use megavisor_core::{Error, ErrorKind, Output};
+use megavisor_core::{Error, Output, Timings};
+use megavisor_wire::proto;
 use serde_json::{Value, json};
 
-/// Exit code for a failure of this kind (tool exit codes pass through unchanged).
-pub fn exit_code_for(kind: ErrorKind) -> ExitCode {
+/// A failure from the engine in-process or from a supervisor, as the CLI reports it.
+#[derive(Debug)]
+pub struct Failure {
+    /// The stable kind name (`timeout`, `busy`, ...).
+    kind: &'static str,
+    message: String,
+    partial: Option<Output>,
+}
+
+impl Failure {
+    /// The stable kind name.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn partial_output(&self) -> Option<&Output> {
+        self.partial.as_ref()
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Failure {
+            kind: err.kind().as_str(),
+            message: err.to_string(),
+            partial: err.partial_output().cloned(),
+        }
+    }
+}
+
+impl From<megavisor_client::Error> for Failure {
+    fn from(err: megavisor_client::Error) -> Self {
+        Failure {
+            kind: err.kind().as_str(),
+            message: err.to_string(),
+            partial: err.partial_output().cloned().map(output_from_wire),
+        }
+    }
+}
+
+/// A supervisor's output in the engine's type, so both render the same way.
+pub fn output_from_wire(output: proto::Output) -> Output {
+    let timings = output.timings.unwrap_or_default();
+    Output {
+        tool: output.tool,
+        exit_code: output.exit_code,
+        stdout: output.stdout,
+        stderr: output.stderr,
+        stdout_tail: output.stdout_tail,
+        stderr_tail: output.stderr_tail,
+        stdout_total: output.stdout_total,
+        stderr_total: output.stderr_total,
+        artifacts: output.artifacts.into_iter().collect(),
+        timings: Timings {
+            queue_us: timings.queue_us,
+            instantiate_us: timings.instantiate_us,
+            run_us: timings.run_us,
+            total_us: timings.total_us,
+        },
+        execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
+        cached: output.cached,
+    }
+}
+
+/// Exit code for a failure of this kind (tool exit codes pass through unchanged); the
+/// supervisor's own kinds use the sysexits codes for unavailable and temporary failures.
+pub fn exit_code_for(kind: &str) -> ExitCode {
     ExitCode::from(match kind {
-        ErrorKind::BadRequest => 2,
-        ErrorKind::HashMismatch | ErrorKind::BadSignature => 3,
-        ErrorKind::Timeout => 124,
-        ErrorKind::MemoryLimit => 125,
-        ErrorKind::NotAllowed => 126,
-        ErrorKind::ToolNotFound => 127,
-        ErrorKind::Trap => 134,
-        ErrorKind::Internal => 1,
+        "bad_request" => 2,
+        "hash_mismatch" | "bad_signature" => 3,
+        "connection_lost" => 69,
+        "busy" | "shutting_down" => 75,
+        "protocol" => 76,
+        "timeout" => 124,
+        "memory_limit" => 125,
+        "not_allowed" => 126,
+        "tool_not_found" => 127,
+        "trap" => 134,
+        _ => 1,
     })
 }
 
 /// Reports an invocation: JSON, or the guest's own streams and exit code.
-pub fn report(outcome: Result<Output, Error>, as_json: bool) -> ExitCode {
-    match outcome {
+pub fn report<E: Into<Failure>>(outcome: Result<Output, E>, as_json: bool) -> ExitCode {
+    match outcome.map_err(Into::into) {
         Ok(output) => {
             if as_json {
                 print_json(&to_json(&output, None));
@@ -43,14 +112,14 @@ pub fn report(outcome: Result<Output, Error>, as_json: bool) -> ExitCode {
                 }
                 (None, false) => print_error(&err),
             }
-            exit_code_for(err.kind())
+            exit_code_for(err.kind)
         }
     }
 }
 
 /// Prints a failure as `megavisor: MESSAGE (KIND)` on stderr.
-pub fn print_error(err: &Error) {
-    eprintln!("megavisor: {err} ({})", err.kind());
+pub fn print_error(err: &Failure) {
+    eprintln!("megavisor: {} ({})", err.message, err.kind);
 }
 
 fn pass_through(output: &Output) {
@@ -76,7 +145,7 @@ fn print_json(value: &Value) {
 
 /// The whole result as JSON. Byte streams are strings when they are UTF-8, and otherwise
 /// appear base64-encoded under `<name>_base64`, so nothing is lost.
-pub fn to_json(output: &Output, error: Option<&Error>) -> Value {
+pub fn to_json(output: &Output, error: Option<&Failure>) -> Value {
     let mut value = serde_json::to_value(output).expect("outputs serialize");
     let map = value.as_object_mut().expect("an object");
     for (name, bytes) in [
@@ -97,6 +166,6 @@ pub fn to_json(output: &Output, error: Option<&Error>) -> Value {
     value
 }
 
-fn error_json(err: &Error) -> Value {
-    json!({ "kind": err.kind().as_str(), "message": err.to_string() })
+fn error_json(err: &Failure) -> Value {
+    json!({ "kind": err.kind, "message": err.message })
 }

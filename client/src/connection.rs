@@ -1,0 +1,397 @@
+//! A connection to the supervisor, shared by every thread of the client process.
+//!
+//! Replies arrive in one stream (ring or socket) for all callers. Whichever waiting caller
+//! finds no one receiving becomes the *leader*: it receives, files each reply under its id,
+//! wakes the others, and hands leadership on once its own reply is in. A single-threaded
+//! caller is always its own leader and never switches threads. Asynchronous calls are
+//! completed by a helper thread that leads while any of them is outstanding.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use megavisor_wire::doorbell::Doorbell;
+use megavisor_wire::proto::{self, client_message, server_message, welcome};
+use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
+use megavisor_wire::{PROTOCOL_VERSION, frame};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use prost::Message;
+
+use crate::call::Call;
+use crate::error::{Error, ErrorKind, Result};
+use crate::future::{AsyncSlot, CallFuture};
+use crate::link::{Link, RingLink};
+
+/// How calls travel after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The shared-memory ring (the default, and the fast path).
+    #[default]
+    Ring,
+    /// Frames on the Unix socket.
+    Socket,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Ring or socket.
+    pub transport: Transport,
+    /// How the client describes itself in the supervisor's logs.
+    pub client_name: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            transport: Transport::Ring,
+            client_name: format!("megavisor-client/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A connection to a running supervisor. Cheap to clone; every clone shares the connection,
+/// and it is safe to call from any number of threads at once.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    socket: UnixStream,
+    link: Link,
+    server: String,
+    max_in_flight: u32,
+    max_request_bytes: u64,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+    /// Signalled when replies are filed, leadership is released, an in-flight permit frees
+    /// up, or an asynchronous call is registered.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: u32,
+    leader: bool,
+    filed: HashMap<u64, proto::ServerMessage>,
+    pending_async: HashMap<u64, Arc<AsyncSlot>>,
+    helper_running: bool,
+    lost: Option<Error>,
+}
+
+impl Client {
+    /// The socket clients connect to when none is named: `$MEGAVISOR_SOCKET`, else
+    /// `/run/megavisor/megavisor.sock` for root and `$XDG_RUNTIME_DIR/megavisor.sock` (or
+    /// `/tmp/megavisor-<uid>.sock`) for other users.
+    pub fn default_socket() -> PathBuf {
+        if let Some(path) = std::env::var_os("MEGAVISOR_SOCKET").filter(|p| !p.is_empty()) {
+            return path.into();
+        }
+        let uid = nix::unistd::getuid();
+        if uid.is_root() {
+            return "/run/megavisor/megavisor.sock".into();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+            Some(dir) => Path::new(&dir).join("megavisor.sock"),
+            None => format!("/tmp/megavisor-{uid}.sock").into(),
+        }
+    }
+
+    /// Connects over the shared-memory ring.
+    pub fn connect(socket: impl AsRef<Path>) -> Result<Self> {
+        Client::connect_with(socket, &ConnectOptions::default())
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(socket: impl AsRef<Path>, options: &ConnectOptions) -> Result<Self> {
+        let path = socket.as_ref();
+        let stream = UnixStream::connect(path).map_err(|e| {
+            Error::new(
+                ErrorKind::ConnectionLost,
+                format!(
+                    "cannot connect to the supervisor at {}: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        let hello = proto::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            transport: match options.transport {
+                Transport::Ring => proto::Transport::Ring,
+                Transport::Socket => proto::Transport::Socket,
+            } as i32,
+            client: options.client_name.clone(),
+        };
+        frame::write(&stream, &hello, &[])?;
+        let (welcome, fds) = frame::read::<proto::Welcome>(&stream, "welcome")?;
+        let accepted = match welcome.outcome {
+            Some(welcome::Outcome::Accepted(accepted)) => accepted,
+            Some(welcome::Outcome::Refused(failure)) => return Err(Error::from_failure(failure)),
+            None => return Err(Error::protocol("welcome without an outcome")),
+        };
+        let link = match options.transport {
+            Transport::Ring => Link::Ring(map_ring(&accepted, fds)?),
+            Transport::Socket => Link::Socket {
+                writer: Mutex::new(()),
+            },
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                socket: stream,
+                link,
+                server: accepted.server,
+                max_in_flight: accepted.max_in_flight.max(1),
+                max_request_bytes: accepted.max_request_bytes,
+                next_id: AtomicU64::new(1),
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+            }),
+        })
+    }
+
+    /// The supervisor's name and version.
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Runs a tool and waits for its output. A tool that exits non-zero is still `Ok`; the
+    /// error kinds are for calls that did not run to an exit (see [`ErrorKind`]).
+    pub fn call(&self, call: &Call) -> Result<proto::Output> {
+        let id = self.send(client_message::Body::Call(call.message.clone()))?;
+        output_of(self.inner.wait(id)?)
+    }
+
+    /// Starts a tool and returns a future of its output; the calling thread does not wait
+    /// for the tool (it may wait for an in-flight permit when the connection is saturated).
+    pub fn call_async(&self, call: &Call) -> CallFuture {
+        let slot = Arc::new(AsyncSlot::default());
+        let future = CallFuture { slot: slot.clone() };
+        match self.send(client_message::Body::Call(call.message.clone())) {
+            Ok(id) => self.inner.register_async(id, slot),
+            Err(err) => slot.complete(Err(err)),
+        }
+        future
+    }
+
+    /// Lists the tools of the bundle being served.
+    pub fn tools(&self) -> Result<proto::ToolList> {
+        let id = self.send(client_message::Body::ListTools(proto::ListTools {}))?;
+        match self.inner.wait(id)?.body {
+            Some(server_message::Body::Tools(list)) => Ok(list),
+            Some(server_message::Body::Failure(failure)) => Err(Error::from_failure(failure)),
+            _ => Err(Error::protocol("the reply to ListTools is not a tool list")),
+        }
+    }
+
+    /// Takes an in-flight permit, sends the message and returns its id.
+    fn send(&self, body: client_message::Body) -> Result<u64> {
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = proto::ClientMessage {
+            id,
+            body: Some(body),
+        }
+        .encode_to_vec();
+        if bytes.len() as u64 > inner.max_request_bytes {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "call of {} bytes exceeds the supervisor's limit of {} bytes (stdin or arguments too large)",
+                    bytes.len(),
+                    inner.max_request_bytes
+                ),
+            ));
+        }
+        inner.acquire_permit()?;
+        if let Err(err) = inner.link.send(&inner.socket, &bytes) {
+            inner.release_permit();
+            return Err(err);
+        }
+        Ok(id)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("client state lock")
+    }
+
+    fn acquire_permit(&self) -> Result<()> {
+        let mut state = self.lock();
+        loop {
+            if let Some(err) = &state.lost {
+                return Err(err.clone());
+            }
+            if state.in_flight < self.max_in_flight {
+                state.in_flight += 1;
+                return Ok(());
+            }
+            state = self.changed.wait(state).expect("client state lock");
+        }
+    }
+
+    fn release_permit(&self) {
+        self.lock().in_flight -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits for the reply to `id`, leading the receiving when no one else is.
+    fn wait(&self, id: u64) -> Result<proto::ServerMessage> {
+        let mut state = self.lock();
+        let result = loop {
+            if let Some(reply) = state.filed.remove(&id) {
+                break Ok(reply);
+            }
+            if let Some(err) = &state.lost {
+                break Err(err.clone());
+            }
+            if state.leader {
+                state = self.changed.wait(state).expect("client state lock");
+            } else {
+                state = self.lead(state);
+            }
+        };
+        state.in_flight -= 1;
+        drop(state);
+        self.changed.notify_all();
+        result
+    }
+
+    /// Receives one batch of replies without holding the state lock, then files them.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.leader = true;
+        drop(state);
+        let received = self.link.receive(&self.socket);
+        let mut state = self.lock();
+        state.leader = false;
+        match received {
+            Ok(batch) => {
+                for bytes in batch {
+                    match proto::ServerMessage::decode(bytes.as_slice()) {
+                        Ok(reply) => self.file(&mut state, reply),
+                        Err(e) => {
+                            self.lose(&mut state, Error::protocol(format!("malformed reply: {e}")))
+                        }
+                    }
+                }
+            }
+            Err(err) => self.lose(&mut state, err),
+        }
+        self.changed.notify_all();
+        state
+    }
+
+    fn file(&self, state: &mut State, reply: proto::ServerMessage) {
+        match state.pending_async.remove(&reply.id) {
+            Some(slot) => {
+                state.in_flight -= 1;
+                slot.complete(output_of(reply));
+            }
+            None => {
+                state.filed.insert(reply.id, reply);
+            }
+        }
+    }
+
+    /// Marks the connection lost and fails every asynchronous call still waiting.
+    fn lose(&self, state: &mut State, err: Error) {
+        for (_, slot) in state.pending_async.drain() {
+            state.in_flight -= 1;
+            slot.complete(Err(err.clone()));
+        }
+        state.lost.get_or_insert(err);
+    }
+
+    fn register_async(self: &Arc<Self>, id: u64, slot: Arc<AsyncSlot>) {
+        let mut state = self.lock();
+        if let Some(err) = state.lost.clone() {
+            state.in_flight -= 1;
+            slot.complete(Err(err));
+            return;
+        }
+        state.pending_async.insert(id, slot);
+        if !state.helper_running {
+            state.helper_running = true;
+            let inner = self.clone();
+            std::thread::Builder::new()
+                .name("megavisor-client".into())
+                .spawn(move || inner.lead_for_async())
+                .expect("spawn the client's receiving thread");
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// The helper thread: leads while asynchronous calls are outstanding, then exits (so an
+    /// idle client holds no thread and dropping the last `Client` closes the connection).
+    fn lead_for_async(self: Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            if state.pending_async.is_empty() || state.lost.is_some() {
+                state.helper_running = false;
+                return;
+            }
+            if state.leader {
+                state = self.changed.wait(state).expect("client state lock");
+            } else {
+                state = self.lead(state);
+            }
+        }
+    }
+}
+
+fn output_of(reply: proto::ServerMessage) -> Result<proto::Output> {
+    match reply.body {
+        Some(server_message::Body::Output(output)) => Ok(output),
+        Some(server_message::Body::Failure(failure)) => Err(Error::from_failure(failure)),
+        _ => Err(Error::protocol(
+            "the reply to a call is neither an output nor a failure",
+        )),
+    }
+}
+
+/// Checks and maps the ring the supervisor passed: the memfd must be sealed against
+/// shrinking (so the mapping can never fault) and its header must match the handshake.
+fn map_ring(accepted: &proto::Accepted, fds: Vec<OwnedFd>) -> Result<RingLink> {
+    let geometry = accepted
+        .ring
+        .ok_or_else(|| Error::protocol("ring transport accepted without a ring geometry"))?;
+    let layout = Layout::new(&geometry).map_err(Error::protocol)?;
+    let [memfd, wake_server, wake_client]: [OwnedFd; 3] =
+        fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            Error::protocol(format!(
+                "expected 3 descriptors with the welcome, got {}",
+                fds.len()
+            ))
+        })?;
+    let seals = fcntl(memfd.as_fd(), FcntlArg::F_GET_SEALS).map_err(Error::protocol)?;
+    let seals = SealFlag::from_bits_truncate(seals);
+    if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL) {
+        return Err(Error::protocol(format!(
+            "ring memfd is not sealed against shrinking ({seals:?})"
+        )));
+    }
+    let size = nix::sys::stat::fstat(memfd.as_fd())
+        .map_err(Error::protocol)?
+        .st_size;
+    if (size as u64) < layout.total_bytes() as u64 {
+        return Err(Error::protocol(format!(
+            "ring memfd has {size} bytes, the geometry needs {}",
+            layout.total_bytes()
+        )));
+    }
+    let ring = Ring::map(&memfd, layout)
+        .map_err(|e| Error::protocol(format!("cannot map the ring: {e}")))?;
+    ring.check_header(&geometry).map_err(Error::protocol)?;
+    Ok(RingLink {
+        ring,
+        producer: Mutex::new(Producer::new(Direction::Request)),
+        consumer: Mutex::new(Consumer::new(Direction::Reply)),
+        wake_server: Doorbell::from_fd(wake_server),
+        wake_client: Doorbell::from_fd(wake_client),
+    })
+}

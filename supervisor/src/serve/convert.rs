@@ -1,0 +1,155 @@
+//! Between the wire messages and megavisor-core's types. The only place that knows both.
+
+use std::time::Duration;
+
+use megavisor_core::{
+    Access, Capability, Error, ErrorKind, Limits, Mount, Output, Request, Runtime, Timings, ToolRef,
+};
+use megavisor_wire::proto::{self, call};
+
+/// Turns a wire call into a core request, rendering `params_json` through the entry's schema.
+pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<proto::Failure>> {
+    let bad =
+        |message: String| Box::new(proto::Failure::new(proto::ErrorKind::BadRequest, message));
+    let tool = match call.tool {
+        Some(call::Tool::Name(name)) => ToolRef::Name(name),
+        Some(call::Tool::Digest(digest)) => ToolRef::Digest(digest),
+        None => return Err(bad("the call names no tool".to_owned())),
+    };
+    let mut args = call.args;
+    let mut stdin = call.stdin;
+    if !call.params_json.is_empty() {
+        if !args.is_empty() {
+            return Err(bad("pass either args or params_json, not both".to_owned()));
+        }
+        let ToolRef::Name(name) = &tool else {
+            return Err(bad(
+                "params_json needs a tool named by entry, not by digest".to_owned(),
+            ));
+        };
+        let entry = runtime.manifest().entry(name).ok_or_else(|| {
+            failure(&Error::ToolNotFound {
+                name: name.clone(),
+                available: runtime.manifest().entry_names(),
+            })
+        })?;
+        let params = serde_json::from_str(&call.params_json)
+            .map_err(|e| bad(format!("params_json is not JSON: {e}")))?;
+        let rendered = entry
+            .render_arguments(&params)
+            .map_err(|e| Box::new(failure(&e)))?;
+        args = rendered.args;
+        if let Some(bytes) = rendered.stdin {
+            stdin = bytes;
+        }
+    }
+    let capabilities = if call.narrow_capabilities {
+        let parsed: Result<Vec<Capability>, String> =
+            call.capabilities.iter().map(|c| c.parse()).collect();
+        Some(parsed.map_err(bad)?)
+    } else {
+        None
+    };
+    let limits = call.limits.unwrap_or_default();
+    Ok(Request {
+        tool,
+        args,
+        env: call.env.into_iter().map(|v| (v.name, v.value)).collect(),
+        stdin,
+        mounts: call
+            .mounts
+            .into_iter()
+            .map(|m| Mount {
+                host: m.host.into(),
+                guest: m.guest,
+                access: if m.writable {
+                    Access::ReadWrite
+                } else {
+                    Access::ReadOnly
+                },
+            })
+            .collect(),
+        capabilities,
+        limits: Limits {
+            memory_bytes: limits.memory_bytes,
+            timeout: limits.timeout_ms.map(Duration::from_millis),
+            fuel: limits.fuel,
+            output_bytes: limits.output_bytes,
+        },
+        execution_id: Some(call.execution_id).filter(|id| !id.is_empty()),
+    })
+}
+
+/// A core output as a wire output.
+pub fn output(output: Output) -> proto::Output {
+    let Timings {
+        queue_us,
+        instantiate_us,
+        run_us,
+        total_us,
+    } = output.timings;
+    proto::Output {
+        tool: output.tool,
+        exit_code: output.exit_code,
+        stdout: output.stdout,
+        stderr: output.stderr,
+        stdout_tail: output.stdout_tail,
+        stderr_tail: output.stderr_tail,
+        stdout_total: output.stdout_total,
+        stderr_total: output.stderr_total,
+        artifacts: output.artifacts.into_iter().collect(),
+        timings: Some(proto::Timings {
+            queue_us,
+            instantiate_us,
+            run_us,
+            total_us,
+        }),
+        execution_id: output.execution_id.unwrap_or_default(),
+        cached: output.cached,
+    }
+}
+
+/// A core error as a wire failure, with the partial output where there is one.
+pub fn failure(err: &Error) -> proto::Failure {
+    proto::Failure {
+        kind: kind(err.kind()) as i32,
+        message: err.to_string(),
+        partial: err.partial_output().cloned().map(output),
+    }
+}
+
+fn kind(kind: ErrorKind) -> proto::ErrorKind {
+    match kind {
+        ErrorKind::HashMismatch => proto::ErrorKind::HashMismatch,
+        ErrorKind::BadSignature => proto::ErrorKind::BadSignature,
+        ErrorKind::ToolNotFound => proto::ErrorKind::ToolNotFound,
+        ErrorKind::NotAllowed => proto::ErrorKind::NotAllowed,
+        ErrorKind::Timeout => proto::ErrorKind::Timeout,
+        ErrorKind::MemoryLimit => proto::ErrorKind::MemoryLimit,
+        ErrorKind::Trap => proto::ErrorKind::Trap,
+        ErrorKind::BadRequest => proto::ErrorKind::BadRequest,
+        ErrorKind::Internal => proto::ErrorKind::Internal,
+    }
+}
+
+/// The bundle's tools, as `ListTools` returns them.
+pub fn tool_list(runtime: &Runtime) -> proto::ToolList {
+    let manifest = runtime.manifest();
+    proto::ToolList {
+        bundle: manifest.name.clone(),
+        wasm_sha256: manifest.megabinary.wasm.digests.sha256.clone(),
+        wasm_blake3: manifest.megabinary.wasm.digests.blake3.clone(),
+        tools: manifest
+            .entries
+            .iter()
+            .map(|entry| proto::Tool {
+                name: entry.name.clone(),
+                description: entry.description.clone(),
+                arguments_schema_json: entry.arguments.to_string(),
+                capabilities: entry.capabilities.iter().map(ToString::to_string).collect(),
+                memory_bytes: entry.limits.memory_bytes,
+                timeout_ms: entry.limits.timeout_ms,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,242 @@
+//! `megavisor serve`: a long-lived supervisor that keeps the verified megabinary and its
+//! instance pool warm and serves calls over a Unix socket, through per-client shared-memory
+//! rings or plain socket frames.
+//!
+//! Threads: the main thread waits for signals (SIGTERM/SIGINT drain, SIGHUP reloads); one
+//! thread accepts connections; each connection has a reader; a fixed pool of guest threads
+//! under a seccomp filter runs the calls.
+
+mod connection;
+mod convert;
+mod executor;
+mod listener;
+mod peers;
+mod seccomp;
+mod systemd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use megavisor_core::{EngineOptions, Error, Result, Runtime, RuntimeOptions, StartupReport};
+use megavisor_wire::proto::RingGeometry;
+use nix::sys::signal::{SigSet, Signal};
+use tracing::{error, info, warn};
+
+pub use peers::PeerPolicy;
+
+use crate::args::ServeArgs;
+use crate::commands::{bundle_dir, trust_policy};
+use executor::Executor;
+use seccomp::GuestFilter;
+
+/// The supervisor's settings, fixed at start.
+pub struct ServeConfig {
+    pub socket: PathBuf,
+    pub socket_group: Option<u32>,
+    pub peers: PeerPolicy,
+    pub max_concurrency: u32,
+    pub queue_depth: usize,
+    pub client_in_flight: u32,
+    pub max_clients: usize,
+    pub ring: RingGeometry,
+    pub drain_timeout: Duration,
+}
+
+/// What every connection and guest thread shares.
+pub struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    executor: Executor,
+    draining: AtomicBool,
+    config: ServeConfig,
+}
+
+impl Shared {
+    /// The runtime new calls use (replaced whole on reload; calls in flight keep theirs).
+    fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().expect("runtime lock").clone()
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// `megavisor/<version>`, as handshakes report it.
+fn server_name() -> String {
+    format!("megavisor/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT has drained it.
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    // Blocked before any thread starts, so every thread inherits the mask and the signals
+    // wait for the main thread's sigwait.
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
+    signals
+        .thread_block()
+        .map_err(|e| internal("block signals", e))?;
+
+    let config = args.config()?;
+    let filter = GuestFilter::compile().map_err(|e| internal("compile the seccomp filter", e))?;
+    let runtime = open(&args)?;
+    let startup = runtime.startup();
+    let executor = Executor::start(
+        config.max_concurrency as usize,
+        config.queue_depth,
+        Some(Arc::new(filter)),
+    )
+    .map_err(|e| internal("start the guest threads", e))?;
+    let listener = listener::bind(&config.socket, config.socket_group)?;
+    let shared = Arc::new(Shared {
+        runtime: RwLock::new(Arc::new(runtime)),
+        executor,
+        draining: AtomicBool::new(false),
+        config,
+    });
+    listener::spawn_acceptor(shared.clone(), listener)
+        .map_err(|e| internal("start the acceptor thread", e))?;
+
+    announce_ready(&shared, &args, &startup);
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => reload(&shared, &args),
+            Ok(signal) => {
+                info!("{signal} received: draining");
+                return Ok(drain(&shared));
+            }
+            Err(e) => warn!("sigwait failed: {e}"),
+        }
+    }
+}
+
+fn open(args: &ServeArgs) -> Result<Runtime> {
+    let dir = bundle_dir(&args.bundle);
+    let policy = trust_policy(&args.bundle.trust)?;
+    let options = RuntimeOptions {
+        engine: EngineOptions {
+            max_concurrency: args.max_concurrency,
+            cache_dir: args.bundle.trust.cache_dir.clone(),
+            ..EngineOptions::default()
+        },
+        ..RuntimeOptions::default()
+    };
+    Runtime::open(&dir, &policy, options)
+}
+
+fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
+    let runtime = shared.runtime();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "megavisor ready: socket={} bundle={} tools={} verify_ms={:.2} load_ms={:.2} warm_ms={:.2} module={:?} guest_threads={} pid={}",
+        shared.config.socket.display(),
+        bundle_dir(&args.bundle).display(),
+        runtime.entries().len(),
+        ms(startup.verify),
+        ms(startup.load),
+        ms(startup.warm),
+        startup.origin,
+        shared.config.max_concurrency,
+        std::process::id(),
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    systemd::notify("READY=1");
+}
+
+/// Verifies and warms the bundle again; only a runtime that is entirely ready replaces the
+/// serving one. On any failure the old one keeps serving.
+fn reload(shared: &Shared, args: &ServeArgs) {
+    info!(
+        "SIGHUP received: reloading {}",
+        bundle_dir(&args.bundle).display()
+    );
+    systemd::notify("RELOADING=1");
+    match open(args) {
+        Ok(runtime) => {
+            let startup = runtime.startup();
+            *shared.runtime.write().expect("runtime lock") = Arc::new(runtime);
+            info!(
+                verify_ms = startup.verify.as_secs_f64() * 1e3,
+                load_ms = startup.load.as_secs_f64() * 1e3,
+                warm_ms = startup.warm.as_secs_f64() * 1e3,
+                "reloaded: new calls use the new bundle"
+            );
+        }
+        Err(err) => error!("reload failed, still serving the previous bundle: {err}"),
+    }
+    systemd::notify("READY=1");
+}
+
+/// Refuses new calls, waits for those in flight (up to the drain timeout), removes the
+/// socket and reports how it went.
+fn drain(shared: &Shared) -> ExitCode {
+    systemd::notify("STOPPING=1");
+    shared.draining.store(true, Ordering::Release);
+    let _ = std::fs::remove_file(&shared.config.socket);
+    let deadline = Instant::now() + shared.config.drain_timeout;
+    while shared.executor.outstanding() > 0 {
+        if Instant::now() >= deadline {
+            warn!(
+                "drain timeout: {} calls still running are abandoned",
+                shared.executor.outstanding()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    info!("drained: every call in flight has been answered");
+    ExitCode::SUCCESS
+}
+
+fn internal(action: &'static str, err: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: PathBuf::from("megavisor serve"),
+        action,
+        message: err.to_string(),
+    }
+}
+
+impl ServeArgs {
+    /// Checks the flags and turns them into the supervisor's settings.
+    fn config(&self) -> Result<ServeConfig> {
+        let bad = |m: String| Error::BadRequest(m);
+        let u32_of = |name: &str, v: u64| {
+            u32::try_from(v).map_err(|_| bad(format!("--{name} {v} is too large")))
+        };
+        let ring = megavisor_wire::ring::Layout::geometry(
+            self.ring_slots,
+            u32_of("ring-slot-bytes", self.ring_slot_bytes)?,
+            u32_of("ring-request-spill", self.ring_request_spill)?,
+            u32_of("ring-reply-spill", self.ring_reply_spill)?,
+        );
+        megavisor_wire::ring::Layout::new(&ring).map_err(|e| bad(e.to_string()))?;
+        let socket_group = match &self.socket_group {
+            None => None,
+            Some(group) => Some(match group.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => nix::unistd::Group::from_name(group)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| bad(format!("--socket-group {group:?}: no such group")))?
+                    .gid
+                    .as_raw(),
+            }),
+        };
+        Ok(ServeConfig {
+            socket: self
+                .socket
+                .clone()
+                .unwrap_or_else(megavisor_client::Client::default_socket),
+            socket_group,
+            peers: PeerPolicy::new(self.allow_uids.clone(), self.allow_gids.clone()),
+            max_concurrency: self.max_concurrency,
+            queue_depth: self.queue_depth,
+            client_in_flight: self.client_in_flight,
+            max_clients: self.max_clients,
+            ring,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Wake-ups between the two sides of a ring: an eventfd per direction, rung only when the
+//! other side has said it is about to sleep, so a busy pair never makes a system call.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+/// One eventfd used as a doorbell.
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: OwnedFd,
+}
+
+/// What ended a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The doorbell rang (or the wait timed out): look at the ring again.
+    Rang,
+    /// The peer's socket closed or failed: the peer is gone.
+    PeerGone,
+}
+
+impl Doorbell {
+    /// A new, non-blocking doorbell.
+    pub fn new() -> io::Result<Self> {
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Doorbell { fd: efd.into() })
+    }
+
+    /// Wraps an eventfd received from the peer.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Doorbell { fd }
+    }
+
+    /// Rings the bell.
+    pub fn ring(&self) {
+        // A full counter (2^64 - 2 rings unread) still wakes the sleeper, so the error is moot.
+        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Sleeps until the bell rings or `peer` (the connection's socket) hangs up, at most
+    /// `timeout_ms` (-1: no limit). Resets the bell. Nothing travels on the socket once the
+    /// ring is set up, so a readable socket also counts as the peer gone (closed or broken).
+    pub fn wait(&self, peer: BorrowedFd<'_>, timeout_ms: i32) -> Wake {
+        let mut fds = [
+            PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(peer, PollFlags::POLLIN),
+        ];
+        let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Wake::PeerGone,
+        }
+        let peer_events = fds[1].revents().unwrap_or(PollFlags::empty());
+        self.reset();
+        if peer_events.intersects(
+            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL,
+        ) {
+            Wake::PeerGone
+        } else {
+            Wake::Rang
+        }
+    }
+
+    /// Clears pending rings.
+    pub fn reset(&self) {
+        let mut counter = [0u8; 8];
+        let _ = nix::unistd::read(self.fd.as_fd(), &mut counter);
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
