@@ -3,90 +3,120 @@
 //! Every case is measured in the same run as its peer (fork/exec of `/bin/true`), because
 //! the machines are noisy and only ratios within one run mean anything.
 
+mod client;
+mod samples;
+mod supervisor;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use megavisor_core::{EngineOptions, Request, Runtime, RuntimeOptions, TrustPolicy};
 use serde_json::json;
+
+use samples::{Samples, median_us, report};
+use supervisor::{Supervisor, measure_clients};
 
 /// Benchmark arguments.
 #[derive(Parser)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Bundle directory to measure.
     #[arg(long)]
-    bundle: PathBuf,
+    bundle: Option<PathBuf>,
     /// Trusted public key of the bundle.
     #[arg(long = "trusted-key")]
-    trusted_key: PathBuf,
+    trusted_key: Option<PathBuf>,
+    /// The megavisor binary for the supervisor cases (default: next to this one).
+    #[arg(long)]
+    megavisor: Option<PathBuf>,
     /// Fewer iterations, for CI smoke runs.
     #[arg(long)]
     quick: bool,
 }
 
-/// Latency samples of one case.
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn collect(iterations: usize, mut op: impl FnMut()) -> (Self, Duration) {
-        let mut samples = Vec::with_capacity(iterations);
-        let started = Instant::now();
-        for _ in 0..iterations {
-            let t = Instant::now();
-            op();
-            samples.push(t.elapsed());
-        }
-        let wall = started.elapsed();
-        samples.sort();
-        (Samples(samples), wall)
-    }
-
-    fn percentile_us(&self, p: f64) -> f64 {
-        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
-        self.0[i].as_nanos() as f64 / 1e3
-    }
+#[derive(Subcommand)]
+enum Mode {
+    /// One client process of a supervisor case (started by the suite, or by tests with
+    /// --check as a correctness load).
+    Client(client::ClientArgs),
 }
 
-fn report(
-    case: &str,
-    samples: &Samples,
-    wall: Duration,
-    peer: Option<(&str, f64)>,
-) -> serde_json::Value {
-    let p50 = samples.percentile_us(0.50);
-    let mut line = json!({
-        "case": case,
-        "p50_us": round2(p50),
-        "p99_us": round2(samples.percentile_us(0.99)),
-        "ops_per_s": round2(samples.0.len() as f64 / wall.as_secs_f64()),
-        "iterations": samples.0.len(),
-    });
-    if let Some((peer_case, peer_p50)) = peer {
-        line["peer"] = json!(peer_case);
-        line["speedup_vs_peer"] = json!(round2(peer_p50 / p50));
-    }
-    line
-}
-
-/// Median of one timing component over many results, in microseconds.
-fn median_us(mut values: Vec<u64>) -> u64 {
-    values.sort_unstable();
-    values[values.len() / 2]
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+struct Sizes {
+    warmup: usize,
+    iterations: usize,
+    spawns: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let (warmup, iterations, spawns) = if args.quick {
-        (200, 2_000, 300)
-    } else {
-        (2_000, 20_000, 2_000)
+    if let Some(Mode::Client(client_args)) = args.mode {
+        return client::run(client_args);
+    }
+    let (Some(bundle), Some(key)) = (args.bundle, args.trusted_key) else {
+        return Err("pass --bundle and --trusted-key (bench/run does)".into());
     };
-    let policy = TrustPolicy::from_key_files(&[args.trusted_key])?;
+    let sizes = if args.quick {
+        Sizes {
+            warmup: 200,
+            iterations: 2_000,
+            spawns: 300,
+        }
+    } else {
+        Sizes {
+            warmup: 2_000,
+            iterations: 20_000,
+            spawns: 2_000,
+        }
+    };
+
+    let spawn_true = || {
+        let status = Command::new("/bin/true").status().expect("spawn /bin/true");
+        assert!(status.success());
+    };
+    let (spawn, spawn_wall) = Samples::collect(sizes.spawns, spawn_true);
+    let peer = report("spawn/bin-true", &spawn, spawn_wall, None);
+    println!("{peer}");
+    let peer = ("spawn/bin-true", peer["p50_us"].as_f64().expect("a number"));
+
+    embedded_cases(&bundle, &key, &sizes, peer)?;
+
+    let megavisor = match args.megavisor {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("megavisor"),
+    };
+    // As many guest threads as this machine has cores, like the supervisor's default.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let supervisor = Supervisor::start(&megavisor, &bundle, &key, cores)?;
+    for (case, transport, clients) in [
+        ("ring/true", "ring", 1),
+        ("ring/true/2-clients", "ring", 2),
+        ("ring/true/4-clients", "ring", 4),
+        ("socket/true", "socket", 1),
+    ] {
+        let (samples, wall) = measure_clients(
+            supervisor.socket(),
+            transport,
+            clients,
+            sizes.warmup,
+            sizes.iterations / clients,
+        )?;
+        let mut line = report(case, &samples, wall, Some(peer));
+        line["clients"] = json!(clients);
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The engine in this process, no supervisor: the floor the supervisor cases build on.
+fn embedded_cases(
+    bundle: &std::path::Path,
+    key: &std::path::Path,
+    sizes: &Sizes,
+    peer: (&str, f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let policy = TrustPolicy::from_key_files(&[key.to_owned()])?;
     let options = RuntimeOptions {
         engine: EngineOptions {
             max_concurrency: 4,
@@ -94,17 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..RuntimeOptions::default()
     };
-    let runtime = Runtime::open(&args.bundle, &policy, options)?;
-
-    let spawn_true = || {
-        let status = Command::new("/bin/true").status().expect("spawn /bin/true");
-        assert!(status.success());
-    };
-    let (spawn, spawn_wall) = Samples::collect(spawns, spawn_true);
-    let peer = report("spawn/bin-true", &spawn, spawn_wall, None);
-    println!("{peer}");
-    let peer_p50 = peer["p50_us"].as_f64().expect("a number");
-
+    let runtime = Runtime::open(bundle, &policy, options)?;
     for (case, request) in [
         ("embedded/true", Request::new("true")),
         (
@@ -112,16 +132,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Request::new("echo").args(["hello", "world"]),
         ),
     ] {
-        let mut timings = Vec::with_capacity(warmup + iterations);
+        let mut timings = Vec::with_capacity(sizes.warmup + sizes.iterations);
         let mut call = || {
             let out = runtime.run(&request).expect("invocation succeeds");
             assert_eq!(out.exit_code, 0);
             timings.push(out.timings);
         };
-        Samples::collect(warmup, &mut call);
-        let (samples, wall) = Samples::collect(iterations, &mut call);
-        let timings = &timings[warmup..];
-        let mut line = report(case, &samples, wall, Some(("spawn/bin-true", peer_p50)));
+        Samples::collect(sizes.warmup, &mut call);
+        let (samples, wall) = Samples::collect(sizes.iterations, &mut call);
+        let timings = &timings[sizes.warmup..];
+        let mut line = report(case, &samples, wall, Some(peer));
         // Where the time goes inside the call, as the runtime itself measures it.
         line["instantiate_p50_us"] = json!(median_us(
             timings.iter().map(|t| t.instantiate_us).collect()

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use megavisor_wire::doorbell::Doorbell;
+use megavisor_wire::doorbell::{Doorbell, Patience};
 use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
 use megavisor_wire::{PROTOCOL_VERSION, frame};
@@ -390,7 +390,7 @@ fn map_ring(accepted: &proto::Accepted, fds: Vec<OwnedFd>) -> Result<RingLink> {
     Ok(RingLink {
         ring,
         producer: Mutex::new(Producer::new(Direction::Request)),
-        consumer: Mutex::new(Consumer::new(Direction::Reply)),
+        consumer: Mutex::new((Consumer::new(Direction::Reply), Patience::default())),
         wake_server: Doorbell::from_fd(wake_server),
         wake_client: Doorbell::from_fd(wake_client),
     })

@@ -3,25 +3,21 @@
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use megavisor_wire::doorbell::{Doorbell, Wake};
+use megavisor_wire::doorbell::{Doorbell, Patience, Wake};
 use megavisor_wire::frame;
 use megavisor_wire::ring::{Consumer, Direction, Producer, PushError, Ring};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// How long a waiting receiver polls the reply ring before it sleeps on the doorbell. A call
-/// of a trivial tool answers within this, so the common case never sleeps; an idle client
-/// sleeps and costs no CPU.
-const SPIN: Duration = Duration::from_micros(50);
-
 /// The ring's moving parts, each touched by one thread at a time.
 pub(crate) struct RingLink {
     pub(crate) ring: Ring,
     pub(crate) producer: Mutex<Producer>,
-    /// Held only by the receiving leader (see `Client`), so uncontended.
-    pub(crate) consumer: Mutex<Consumer>,
+    /// Held only by the receiving leader (see `Client`), so uncontended; with it, how long
+    /// the leader looks for replies before it sleeps.
+    pub(crate) consumer: Mutex<(Consumer, Patience)>,
     pub(crate) wake_server: Doorbell,
     pub(crate) wake_client: Doorbell,
 }
@@ -83,7 +79,8 @@ impl Link {
 }
 
 fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
-    let mut consumer = link.consumer.lock().expect("consumer lock");
+    let mut guard = link.consumer.lock().expect("consumer lock");
+    let (consumer, patience) = &mut *guard;
     let ring = &link.ring;
     let drain = |consumer: &mut Consumer| -> Result<Vec<Vec<u8>>> {
         let mut messages = Vec::new();
@@ -92,14 +89,18 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
         }
         Ok(messages)
     };
-    let spin_until = Instant::now() + SPIN;
+    let started = Instant::now();
+    let spin_until = started + patience.budget();
     loop {
-        let messages = drain(&mut consumer)?;
+        let messages = drain(consumer)?;
         if !messages.is_empty() {
+            patience.record(started.elapsed());
             return Ok(messages);
         }
         if Instant::now() < spin_until {
-            std::hint::spin_loop();
+            // Yield rather than spin: on a busy machine the supervisor thread we wait for
+            // may need this CPU.
+            std::thread::yield_now();
             continue;
         }
         ring.announce_sleep(Direction::Reply);
@@ -111,7 +112,7 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
         ring.cancel_sleep(Direction::Reply);
         if wake == Wake::PeerGone {
             // Replies written just before the supervisor went are still valid.
-            let messages = drain(&mut consumer)?;
+            let messages = drain(consumer)?;
             if !messages.is_empty() {
                 return Ok(messages);
             }

@@ -10,7 +10,9 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
+};
 
 use crate::bundle::VerifiedBundle;
 use crate::error::{Error, Result};
@@ -55,7 +57,11 @@ pub fn build_engine(options: &EngineOptions) -> Result<Engine> {
         // Reset the first pages with memset instead of madvise: the next invocation then
         // finds its stack and heap pages resident instead of faulting them in again.
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_BYTES);
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), reset only the pages the guest
+        // dirtied. Measured: `true` p50 16-18 µs -> 10.3 µs, and the supervisor's ring round
+        // trip 25 µs -> 13 µs (bench/README.md).
+        .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

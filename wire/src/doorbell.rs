@@ -82,3 +82,63 @@ impl AsRawFd for Doorbell {
         self.fd.as_raw_fd()
     }
 }
+
+/// How long a waiting side keeps looking for the next message before it sleeps on its
+/// doorbell, learned from its recent waits.
+///
+/// Sleeping is expensive on the machines megavisor runs on (waking a thread on an idle
+/// virtual CPU takes tens of microseconds), so while messages come quickly a waiter looks
+/// for up to [`Patience::MAX`] first. But a waiter that looks is a runnable thread, and when
+/// the CPUs are oversubscribed (more clients than cores) it takes CPU from the threads doing
+/// the work. So once the recent average wait exceeds the budget, looking would not pay, and
+/// the waiter sleeps at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Patience {
+    average_wait_ns: u64,
+}
+
+impl Patience {
+    /// The longest a waiter looks before sleeping.
+    pub const MAX: std::time::Duration = std::time::Duration::from_micros(50);
+
+    /// How long to look before sleeping this time.
+    pub fn budget(&self) -> std::time::Duration {
+        if self.average_wait_ns <= Self::MAX.as_nanos() as u64 {
+            Self::MAX
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Records how long a wait took in all, looking and sleeping.
+    pub fn record(&mut self, waited: std::time::Duration) {
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        // An exponential moving average over about the last eight waits.
+        self.average_wait_ns =
+            (self.average_wait_ns.saturating_mul(7) / 8).saturating_add(waited / 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn patience_looks_while_waits_are_short_and_stops_when_they_are_long() {
+        let mut patience = Patience::default();
+        assert_eq!(patience.budget(), Patience::MAX);
+        for _ in 0..20 {
+            patience.record(Duration::from_micros(20));
+        }
+        assert_eq!(patience.budget(), Patience::MAX);
+        for _ in 0..20 {
+            patience.record(Duration::from_micros(300));
+        }
+        assert_eq!(patience.budget(), Duration::ZERO);
+        for _ in 0..40 {
+            patience.record(Duration::from_micros(10));
+        }
+        assert_eq!(patience.budget(), Patience::MAX);
+    }
+}

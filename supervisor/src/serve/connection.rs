@@ -9,12 +9,12 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use megavisor_wire::PROTOCOL_VERSION;
-use megavisor_wire::doorbell::{Doorbell, Wake};
+use megavisor_wire::doorbell::{Doorbell, Patience, Wake};
 use megavisor_wire::frame::{self, FrameError, MAX_FRAME_BYTES};
 use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
@@ -22,8 +22,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
 use tracing::{debug, info, warn};
 
-use super::{Shared, convert};
+use super::{Shared, convert, executor};
 
+/// How long a call may run on the reader thread before calls queued behind it are moved to
+/// the guest pool.
+const STRAGGLER_AFTER_US: u64 = 1_000;
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a reply may wait for a socket client to read before the client is dropped.
@@ -46,6 +49,8 @@ impl std::fmt::Display for Peer {
 /// The server's half of a ring.
 struct ServerRing {
     ring: Ring,
+    /// Held by the reader, or by the straggler watch while the reader runs a call.
+    consumer: Mutex<Consumer>,
     producer: Mutex<Producer>,
     wake_server: Doorbell,
     wake_client: Doorbell,
@@ -57,12 +62,14 @@ enum Link {
 }
 
 /// What the reader and the guest threads share about one connection.
-struct Connection {
+pub struct Connection {
     label: String,
     socket: UnixStream,
     link: Link,
     /// Calls handed to the guest threads and not yet answered.
     executing: AtomicU32,
+    /// When the reader started running a call itself (supervisor clock, µs); 0 when not.
+    running_here_since: AtomicU64,
     /// Signalled when a call is answered (socket transport waits on it for credit).
     answered: Condvar,
     answered_lock: Mutex<()>,
@@ -72,6 +79,12 @@ struct Connection {
 
 /// Serves one accepted connection until the client leaves or misbehaves.
 pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
+    // This thread runs guest code too (calls that come alone), so it is filtered like the
+    // guest threads before it reads a byte from the client.
+    if let Err(e) = shared.filter.install_on_current_thread() {
+        warn!(connection = number, "refusing the connection: {e}");
+        return;
+    }
     let peer = match getsockopt(&socket, PeerCredentials) {
         Ok(cred) => Peer {
             pid: cred.pid(),
@@ -95,6 +108,7 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
         }
     };
     info!("{label} connected");
+    shared.stragglers.register(&connection);
     let ended = match &connection.link {
         Link::Ring(ring) => read_ring(&shared, &connection, ring),
         Link::Socket { .. } => read_socket(&shared, &connection),
@@ -205,6 +219,7 @@ fn handshake(
         socket,
         link,
         executing: AtomicU32::new(0),
+        running_here_since: AtomicU64::new(0),
         answered: Condvar::new(),
         answered_lock: Mutex::new(()),
         max_in_flight: accepted.max_in_flight,
@@ -241,6 +256,7 @@ fn create_ring(
     Ok((
         ServerRing {
             ring,
+            consumer: Mutex::new(Consumer::new(Direction::Request)),
             producer: Mutex::new(Producer::new(Direction::Reply)),
             wake_server: Doorbell::new()?,
             wake_client: Doorbell::new()?,
@@ -257,31 +273,65 @@ fn read_ring(
     link: &ServerRing,
 ) -> Result<(), String> {
     let ring = &link.ring;
-    let mut consumer = Consumer::new(Direction::Request);
+    let mut patience = Patience::default();
+    let mut idle_since: Option<Instant> = None;
     loop {
-        let unread_replies = link
-            .producer
-            .lock()
-            .expect("reply producer lock")
-            .in_use(ring)
-            .map_err(|v| v.to_string())?;
-        let has_credit = connection.executing.load(Ordering::Acquire) + unread_replies
-            < connection.max_in_flight;
-        if has_credit && let Some(bytes) = consumer.pop(ring).map_err(|v| v.to_string())? {
-            handle(shared, connection, &bytes)?;
+        if let Some((bytes, more_pending)) = connection.take_call(link)? {
+            if let Some(since) = idle_since.take() {
+                patience.record(since.elapsed());
+            }
+            handle(shared, connection, &bytes, more_pending)?;
+            continue;
+        }
+        // A client usually sends its next call right after its last reply: look for it a
+        // little while (yielding the CPU) before paying for a sleep and a wake-up.
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < patience.budget() {
+            std::thread::yield_now();
             continue;
         }
         ring.announce_sleep(Direction::Request);
         // Look once more after announcing: a request published before the flag was seen
         // would otherwise wait for the next one.
-        if has_credit && consumer.available(ring).map_err(|v| v.to_string())? > 0 {
+        if let Some((bytes, more_pending)) = connection.take_call(link)? {
             ring.cancel_sleep(Direction::Request);
+            handle(shared, connection, &bytes, more_pending)?;
             continue;
         }
         let wake = link.wake_server.wait(connection.socket_fd(), -1);
         ring.cancel_sleep(Direction::Request);
         if wake == Wake::PeerGone {
             return Ok(());
+        }
+    }
+}
+
+/// Moves calls waiting behind a call that runs on the reader thread to the guest pool, so a
+/// long call never holds up the calls its client sent after it. Called by the straggler
+/// watch, once per millisecond at most.
+pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
+    let Link::Ring(link) = &connection.link else {
+        return;
+    };
+    let started = connection.running_here_since.load(Ordering::Acquire);
+    if started == 0 || shared.clock_us().saturating_sub(started) < STRAGGLER_AFTER_US {
+        return;
+    }
+    loop {
+        match connection.take_call(link) {
+            Ok(Some((bytes, _))) => {
+                if let Err(violation) = handle(shared, connection, &bytes, true) {
+                    warn!("{}: {violation}", connection.label);
+                    let _ = connection.socket.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(violation) => {
+                warn!("{}: {violation}", connection.label);
+                let _ = connection.socket.shutdown(std::net::Shutdown::Both);
+                return;
+            }
         }
     }
 }
@@ -296,7 +346,7 @@ fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(),
             }
         }
         match frame::read_bytes(&connection.socket) {
-            Ok((bytes, _)) => handle(shared, connection, &bytes)?,
+            Ok((bytes, _)) => handle(shared, connection, &bytes, false)?,
             Err(FrameError::Closed) => return Ok(()),
             Err(FrameError::Io(e)) => return Err(format!("socket: {e}")),
             Err(e) => return Err(e.to_string()),
@@ -305,7 +355,13 @@ fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(),
 }
 
 /// Decodes one client message and answers it or hands it to the guest threads.
-fn handle(shared: &Arc<Shared>, connection: &Arc<Connection>, bytes: &[u8]) -> Result<(), String> {
+/// `more_pending` says whether further calls from this client are already waiting.
+fn handle(
+    shared: &Arc<Shared>,
+    connection: &Arc<Connection>,
+    bytes: &[u8],
+    more_pending: bool,
+) -> Result<(), String> {
     let message =
         proto::ClientMessage::decode(bytes).map_err(|e| format!("malformed message: {e}"))?;
     let id = message.id;
@@ -339,9 +395,15 @@ fn handle(shared: &Arc<Shared>, connection: &Arc<Connection>, bytes: &[u8]) -> R
                     return Ok(());
                 }
             };
+            // A lone call runs right here: handing it to a guest thread would cost a
+            // wake-up and a third busy thread. Calls that come together go to the pool so
+            // they run in parallel.
+            let run_here = matches!(connection.link, Link::Ring(_))
+                && !more_pending
+                && connection.executing.load(Ordering::Acquire) == 0;
             connection.executing.fetch_add(1, Ordering::AcqRel);
             let job_connection = connection.clone();
-            let submitted = shared.executor.submit(Box::new(move || {
+            let job: executor::Job = Box::new(move || {
                 let body = match runtime.run(&request) {
                     Ok(output) => server_message::Body::Output(convert::output(output)),
                     Err(err) => server_message::Body::Failure(convert::failure(&err)),
@@ -351,7 +413,18 @@ fn handle(shared: &Arc<Shared>, connection: &Arc<Connection>, bytes: &[u8]) -> R
                     body: Some(body),
                 });
                 job_connection.finish_call();
-            }));
+            });
+            let submitted = if run_here {
+                connection
+                    .running_here_since
+                    .store(shared.clock_us().max(1), Ordering::Release);
+                shared.stragglers.watch();
+                let ran = shared.executor.run_here(job);
+                connection.running_here_since.store(0, Ordering::Release);
+                ran
+            } else {
+                shared.executor.submit(job)
+            };
             if let Err(busy) = submitted {
                 connection.finish_call();
                 reply_failure(proto::Failure::new(
@@ -372,6 +445,27 @@ fn handle(shared: &Arc<Shared>, connection: &Arc<Connection>, bytes: &[u8]) -> R
 }
 
 impl Connection {
+    /// Takes the next call off the request ring, if there is one and the reply ring is sure
+    /// to have room for its reply; with it, whether more calls are waiting.
+    fn take_call(&self, link: &ServerRing) -> Result<Option<(Vec<u8>, bool)>, String> {
+        let ring = &link.ring;
+        let mut consumer = link.consumer.lock().expect("request consumer lock");
+        let unread_replies = link
+            .producer
+            .lock()
+            .expect("reply producer lock")
+            .in_use(ring)
+            .map_err(|v| v.to_string())?;
+        if self.executing.load(Ordering::Acquire) + unread_replies >= self.max_in_flight {
+            return Ok(None);
+        }
+        let Some(bytes) = consumer.pop(ring).map_err(|v| v.to_string())? else {
+            return Ok(None);
+        };
+        let more_pending = consumer.available(ring).map_err(|v| v.to_string())? > 0;
+        Ok(Some((bytes, more_pending)))
+    }
+
     fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.socket.as_fd()

@@ -3,10 +3,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::seccomp::GuestFilter;
+
+/// How long an idle guest thread keeps looking for the next job before it sleeps. Calls
+/// tend to come in bursts; a thread that is still looking takes the next one without a
+/// wake-up (several microseconds). It yields while it looks, so it never keeps a runnable
+/// thread off the CPU.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 /// One unit of guest work; it sends its own reply.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -28,11 +35,7 @@ pub struct Executor {
 impl Executor {
     /// Starts `workers` threads named `mv-guest-N` that take jobs from a queue of `depth`.
     /// Each installs `filter` before it takes its first job; one that cannot is an error.
-    pub fn start(
-        workers: usize,
-        depth: usize,
-        filter: Option<Arc<GuestFilter>>,
-    ) -> std::io::Result<Self> {
+    pub fn start(workers: usize, depth: usize, filter: Arc<GuestFilter>) -> std::io::Result<Self> {
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(depth);
         let outstanding = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -44,17 +47,13 @@ impl Executor {
             std::thread::Builder::new()
                 .name(format!("mv-guest-{n}"))
                 .spawn(move || {
-                    if let Some(filter) = filter {
-                        let installed = filter.install_on_current_thread();
-                        let failed = installed.is_err();
-                        let _ = ready.send(installed.map_err(|e| e.to_string()));
-                        if failed {
-                            return;
-                        }
-                    } else {
-                        let _ = ready.send(Ok(()));
+                    let installed = filter.install_on_current_thread();
+                    let failed = installed.is_err();
+                    let _ = ready.send(installed.map_err(|e| e.to_string()));
+                    if failed {
+                        return;
                     }
-                    for job in jobs {
+                    while let Some(job) = next_job(&jobs) {
                         job();
                         outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
@@ -73,15 +72,18 @@ impl Executor {
         })
     }
 
+    /// Runs `job` on the calling thread (which must be under the guest filter), counted
+    /// against the same limit as queued jobs.
+    pub fn run_here(&self, job: Job) -> Result<(), Busy> {
+        self.reserve()?;
+        job();
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Queues `job`, or refuses it when the workers are all busy and the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
-        let before = self.outstanding.fetch_add(1, Ordering::AcqRel);
-        if before >= self.capacity {
-            self.outstanding.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy {
-                outstanding: before,
-            });
-        }
+        let before = self.reserve()?;
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -93,8 +95,33 @@ impl Executor {
         }
     }
 
+    /// Counts one more call in, unless that would pass the limit; returns the count before.
+    fn reserve(&self) -> Result<usize, Busy> {
+        let before = self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if before >= self.capacity {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy {
+                outstanding: before,
+            });
+        }
+        Ok(before)
+    }
+
     /// Calls queued or running.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Acquire)
     }
+}
+
+/// The next job: looked for briefly, then waited for. `None` once the pool is shut.
+fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
+    let until = Instant::now() + IDLE_SPIN;
+    while Instant::now() < until {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+    jobs.recv().ok()
 }

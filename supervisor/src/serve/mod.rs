@@ -12,6 +12,7 @@ mod executor;
 mod listener;
 mod peers;
 mod seccomp;
+mod stragglers;
 mod systemd;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::args::ServeArgs;
 use crate::commands::{bundle_dir, trust_policy};
 use executor::Executor;
 use seccomp::GuestFilter;
+use stragglers::StragglerWatch;
 
 /// The supervisor's settings, fixed at start.
 pub struct ServeConfig {
@@ -49,14 +51,24 @@ pub struct ServeConfig {
 pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     executor: Executor,
+    filter: Arc<GuestFilter>,
+    stragglers: StragglerWatch,
     draining: AtomicBool,
     config: ServeConfig,
+    /// Start of the supervisor's clock (see [`Shared::clock_us`]).
+    epoch: Instant,
 }
 
 impl Shared {
     /// The runtime new calls use (replaced whole on reload; calls in flight keep theirs).
     fn runtime(&self) -> Arc<Runtime> {
         self.runtime.read().expect("runtime lock").clone()
+    }
+
+    /// Microseconds since the supervisor started: a cheap, comparable timestamp to keep
+    /// in an atomic.
+    fn clock_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     fn draining(&self) -> bool {
@@ -79,22 +91,27 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .map_err(|e| internal("block signals", e))?;
 
     let config = args.config()?;
-    let filter = GuestFilter::compile().map_err(|e| internal("compile the seccomp filter", e))?;
+    let filter =
+        Arc::new(GuestFilter::compile().map_err(|e| internal("compile the seccomp filter", e))?);
     let runtime = open(&args)?;
     let startup = runtime.startup();
     let executor = Executor::start(
         config.max_concurrency as usize,
         config.queue_depth,
-        Some(Arc::new(filter)),
+        filter.clone(),
     )
     .map_err(|e| internal("start the guest threads", e))?;
     let listener = listener::bind(&config.socket, config.socket_group)?;
     let shared = Arc::new(Shared {
         runtime: RwLock::new(Arc::new(runtime)),
         executor,
+        filter,
+        stragglers: StragglerWatch::default(),
         draining: AtomicBool::new(false),
         config,
+        epoch: Instant::now(),
     });
+    StragglerWatch::start(&shared).map_err(|e| internal("start the straggler watch", e))?;
     listener::spawn_acceptor(shared.clone(), listener)
         .map_err(|e| internal("start the acceptor thread", e))?;
 
