@@ -170,9 +170,12 @@ impl Client {
     pub fn call_async(&self, call: &Call) -> CallFuture {
         let slot = Arc::new(AsyncSlot::default());
         let future = CallFuture { slot: slot.clone() };
-        match self.send(client_message::Body::Call(call.message.clone())) {
-            Ok(id) => self.inner.register_async(id, slot),
-            Err(err) => slot.complete(Err(err)),
+        // Registered before the call is sent: its reply may be received (by another
+        // thread leading) before `send` even returns.
+        let body = client_message::Body::Call(call.message.clone());
+        let sent = self.send_registered(body, |id| self.inner.register_async(id, slot.clone()));
+        if let Err(err) = sent {
+            slot.complete(Err(err));
         }
         future
     }
@@ -189,6 +192,16 @@ impl Client {
 
     /// Takes an in-flight permit, sends the message and returns its id.
     fn send(&self, body: client_message::Body) -> Result<u64> {
+        self.send_registered(body, |_| Ok(()))
+    }
+
+    /// Like `send`, calling `register` with the id once the permit is held and before the
+    /// message leaves.
+    fn send_registered(
+        &self,
+        body: client_message::Body,
+        register: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = proto::ClientMessage {
@@ -207,7 +220,9 @@ impl Client {
             ));
         }
         inner.acquire_permit()?;
-        if let Err(err) = inner.link.send(&inner.socket, &bytes) {
+        let sent = register(id).and_then(|()| inner.link.send(&inner.socket, &bytes));
+        if let Err(err) = sent {
+            inner.lock().pending_async.remove(&id);
             inner.release_permit();
             return Err(err);
         }
@@ -306,24 +321,30 @@ impl Inner {
         state.lost.get_or_insert(err);
     }
 
-    fn register_async(self: &Arc<Self>, id: u64, slot: Arc<AsyncSlot>) {
+    /// Files `slot` to be completed with the reply to `id`, and makes sure a thread is
+    /// receiving on behalf of asynchronous calls.
+    fn register_async(self: &Arc<Self>, id: u64, slot: Arc<AsyncSlot>) -> Result<()> {
         let mut state = self.lock();
-        if let Some(err) = state.lost.clone() {
-            state.in_flight -= 1;
-            slot.complete(Err(err));
-            return;
+        if let Some(err) = &state.lost {
+            return Err(err.clone());
         }
         state.pending_async.insert(id, slot);
         if !state.helper_running {
-            state.helper_running = true;
             let inner = self.clone();
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("megavisor-client".into())
-                .spawn(move || inner.lead_for_async())
-                .expect("spawn the client's receiving thread");
+                .spawn(move || inner.lead_for_async());
+            if let Err(e) = spawned {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot start the client's receiving thread: {e}"),
+                ));
+            }
+            state.helper_running = true;
         }
         drop(state);
         self.changed.notify_all();
+        Ok(())
     }
 
     /// The helper thread: leads while asynchronous calls are outstanding, then exits (so an
