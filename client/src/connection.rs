@@ -25,6 +25,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::future::{AsyncSlot, CallFuture};
 use crate::link::{Link, RingLink};
 
+/// Largest welcome the client reads (it is a few hundred bytes).
+const WELCOME_MAX_BYTES: usize = 64 << 10;
+
 /// How calls travel after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -127,7 +130,8 @@ impl Client {
             client: options.client_name.clone(),
         };
         frame::write(&stream, &hello, &[])?;
-        let (welcome, fds) = frame::read::<proto::Welcome>(&stream, "welcome")?;
+        let (welcome, fds) =
+            frame::read_with_fds::<proto::Welcome>(&stream, "welcome", WELCOME_MAX_BYTES)?;
         let accepted = match welcome.outcome {
             Some(welcome::Outcome::Accepted(accepted)) => accepted,
             Some(welcome::Outcome::Refused(failure)) => return Err(Error::from_failure(failure)),
@@ -173,7 +177,8 @@ impl Client {
         // Registered before the call is sent: its reply may be received (by another
         // thread leading) before `send` even returns.
         let body = client_message::Body::Call(call.message.clone());
-        let sent = self.send_registered(body, |id| self.inner.register_async(id, slot.clone()));
+        let register = |id| self.inner.register_async(id, slot.clone());
+        let sent = self.send_registered(body, Some(register));
         if let Err(err) = sent {
             slot.complete(Err(err));
         }
@@ -192,15 +197,15 @@ impl Client {
 
     /// Takes an in-flight permit, sends the message and returns its id.
     fn send(&self, body: client_message::Body) -> Result<u64> {
-        self.send_registered(body, |_| Ok(()))
+        self.send_registered(body, None::<fn(u64) -> Result<()>>)
     }
 
-    /// Like `send`, calling `register` with the id once the permit is held and before the
-    /// message leaves.
+    /// Like `send`; for an asynchronous call, `register` files it under its id once the
+    /// permit is held and before the message leaves.
     fn send_registered(
         &self,
         body: client_message::Body,
-        register: impl FnOnce(u64) -> Result<()>,
+        register: Option<impl FnOnce(u64) -> Result<()>>,
     ) -> Result<u64> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -220,10 +225,23 @@ impl Client {
             ));
         }
         inner.acquire_permit()?;
-        let sent = register(id).and_then(|()| inner.link.send(&inner.socket, &bytes));
-        if let Err(err) = sent {
-            inner.lock().pending_async.remove(&id);
+        let asynchronous = register.is_some();
+        if let Some(register) = register
+            && let Err(err) = register(id)
+        {
             inner.release_permit();
+            return Err(err);
+        }
+        if let Err(err) = inner.link.send(&inner.socket, &bytes) {
+            let mut state = inner.lock();
+            // An asynchronous call no longer filed was failed, and its permit released, by
+            // `lose` in the meantime.
+            let released_already = asynchronous && state.pending_async.remove(&id).is_none();
+            if !released_already {
+                state.in_flight -= 1;
+            }
+            drop(state);
+            inner.changed.notify_all();
             return Err(err);
         }
         Ok(id)

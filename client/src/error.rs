@@ -135,7 +135,9 @@ impl Error {
 impl From<FrameError> for Error {
     fn from(err: FrameError) -> Self {
         match err {
-            FrameError::Malformed { .. } | FrameError::TooLarge { .. } => Error::protocol(err),
+            FrameError::Malformed { .. } | FrameError::TooLarge { .. } | FrameError::TooManyFds => {
+                Error::protocol(err)
+            }
             FrameError::Closed | FrameError::Io(_) => Error::connection_lost(err),
         }
     }

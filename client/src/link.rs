@@ -43,8 +43,14 @@ impl Link {
                             return Ok(());
                         }
                         // In-flight permits keep this rare: the supervisor is still copying
-                        // out earlier requests.
-                        Err(PushError::Full) => std::thread::yield_now(),
+                        // out earlier requests. Wait a little, unless it has gone.
+                        Err(PushError::Full) => {
+                            if peer_gone_within(socket, 1) {
+                                return Err(Error::connection_lost(
+                                    "the supervisor closed the connection",
+                                ));
+                            }
+                        }
                         Err(PushError::TooLarge { len, limit }) => {
                             return Err(Error::new(
                                 ErrorKind::BadRequest,
@@ -73,7 +79,7 @@ impl Link {
     pub(crate) fn receive(&self, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
         match self {
             Link::Ring(link) => receive_ring(link, socket),
-            Link::Socket { .. } => Ok(vec![frame::read_bytes(socket)?.0]),
+            Link::Socket { .. } => Ok(vec![frame::read_bytes(socket, frame::MAX_FRAME_BYTES)?]),
         }
     }
 }
@@ -120,5 +126,16 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
                 "the supervisor closed the connection",
             ));
         }
+    }
+}
+
+/// Waits up to `timeout_ms` for the supervisor's end of the socket to close. Nothing travels
+/// on the socket once the ring is set up, so readable means closed.
+fn peer_gone_within(socket: &UnixStream, timeout_ms: u8) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(timeout_ms)) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => false,
+        Ok(_) | Err(_) => true,
     }
 }

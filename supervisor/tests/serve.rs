@@ -2,7 +2,7 @@
 //! real bundles from the set-up.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -422,7 +422,9 @@ fn raw_ring_connection(socket: &Path) -> (UnixStream, OwnedFd, OwnedFd, proto::R
         client: "corrupter".into(),
     };
     megavisor_wire::frame::write(&stream, &hello, &[]).unwrap();
-    let (welcome, fds) = megavisor_wire::frame::read::<proto::Welcome>(&stream, "welcome").unwrap();
+    let (welcome, fds) =
+        megavisor_wire::frame::read_with_fds::<proto::Welcome>(&stream, "welcome", 1 << 16)
+            .unwrap();
     let Some(proto::welcome::Outcome::Accepted(accepted)) = welcome.outcome else {
         panic!("refused: {welcome:?}");
     };
@@ -723,4 +725,46 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
         }
         std::thread::park_timeout(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn file_descriptors_a_client_passes_are_not_kept() {
+    let supervisor = Supervisor::start(&bundle(), &[]);
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", supervisor.pid()))
+            .unwrap()
+            .count()
+    };
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let passed = [devnull.as_fd().as_raw_fd(); 6];
+    let before = open_fds();
+    for _ in 0..20 {
+        let stream = UnixStream::connect(&supervisor.socket).unwrap();
+        let hello = proto::Hello {
+            protocol_version: megavisor_wire::PROTOCOL_VERSION,
+            transport: proto::Transport::Socket as i32,
+            client: "fd flooder".into(),
+        };
+        megavisor_wire::frame::write(&stream, &hello, &passed).unwrap();
+        let welcome: proto::Welcome =
+            megavisor_wire::frame::read(&stream, "welcome", 1 << 16).unwrap();
+        assert!(matches!(
+            welcome.outcome,
+            Some(proto::welcome::Outcome::Accepted(_))
+        ));
+        let list = proto::ClientMessage {
+            id: 1,
+            body: Some(proto::client_message::Body::ListTools(proto::ListTools {})),
+        };
+        megavisor_wire::frame::write(&stream, &list, &passed).unwrap();
+        let reply: proto::ServerMessage =
+            megavisor_wire::frame::read(&stream, "reply", 1 << 20).unwrap();
+        assert!(matches!(
+            reply.body,
+            Some(proto::server_message::Body::Tools(_))
+        ));
+    }
+    wait_until("the connections to close", Duration::from_secs(10), || {
+        open_fds() <= before + 2
+    });
 }

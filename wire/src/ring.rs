@@ -274,9 +274,10 @@ impl Ring {
     /// Maps `fd` (a memfd of at least `layout.total_bytes()`) read-write, shared.
     pub fn map(fd: impl AsFd, layout: Layout) -> std::io::Result<Self> {
         let len = std::num::NonZeroUsize::new(layout.total).expect("a layout is never empty");
-        // SAFETY: a fresh shared mapping of a file we were handed; nothing else in this
-        // process aliases it, and the file is sealed against shrinking by its creator (the
-        // client checks the seals before mapping), so no access past its end can fault.
+        // SAFETY: a fresh shared mapping that nothing else in this process aliases. The file
+        // is at least `len` bytes and sealed against shrinking (the supervisor creates and
+        // seals it before mapping; the client checks size and seals before mapping), so no
+        // access within the mapping can fault.
         let base = unsafe {
             mmap(
                 None,
@@ -356,6 +357,12 @@ impl Ring {
     /// The consumer must look for messages once more before actually sleeping.
     pub fn announce_sleep(&self, direction: Direction) {
         self.sleeping(direction).store(1, Ordering::SeqCst);
+    }
+
+    /// Whether the consumer of `direction` has announced it is sleeping (for producers of
+    /// something other than a message, e.g. freed capacity, that the consumer waits on).
+    pub fn consumer_sleeping(&self, direction: Direction) -> bool {
+        self.sleeping(direction).load(Ordering::SeqCst) != 0
     }
 
     /// The consumer of `direction` is awake again.

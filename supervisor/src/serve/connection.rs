@@ -4,11 +4,13 @@
 //! The client is untrusted. Its messages are copied out of shared memory before they are
 //! parsed, every index and length is checked (see `megavisor_wire::ring`), and any violation
 //! closes this connection alone. A call is taken off the request ring only when the reply
-//! ring is sure to have room for its reply, so a client that stops reading replies stalls
-//! only itself and never blocks a guest thread.
+//! ring is sure to have room for its reply, so a ring client that stops reading replies
+//! stalls only itself and never blocks a guest thread. (A socket client that stops reading
+//! holds the guest thread writing its reply until the socket's write timeout.)
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,13 +22,15 @@ use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Shared, convert, executor};
 
 /// How long a call may run on the reader thread before calls queued behind it are moved to
 /// the guest pool.
 const STRAGGLER_AFTER_US: u64 = 1_000;
+/// Largest hello accepted (a real one is a few dozen bytes).
+const HELLO_MAX_BYTES: usize = 4096;
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a reply may wait for a socket client to read before the client is dropped.
@@ -66,8 +70,8 @@ pub struct Connection {
     label: String,
     socket: UnixStream,
     link: Link,
-    /// Calls handed to the guest threads and not yet answered.
-    executing: AtomicU32,
+    /// Messages taken from the client and not yet answered.
+    unanswered: AtomicU32,
     /// When the reader started running a call itself (supervisor clock, µs); 0 when not.
     running_here_since: AtomicU64,
     /// Signalled when a call is answered (socket transport waits on it for credit).
@@ -144,7 +148,8 @@ fn handshake(
     socket
         .set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let (hello, _) = frame::read::<proto::Hello>(&socket, "hello").map_err(|e| e.to_string())?;
+    let hello = frame::read::<proto::Hello>(&socket, "hello", HELLO_MAX_BYTES)
+        .map_err(|e| e.to_string())?;
     socket.set_read_timeout(None).map_err(|e| e.to_string())?;
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(refuse(
@@ -218,7 +223,7 @@ fn handshake(
         label: label.to_owned(),
         socket,
         link,
-        executing: AtomicU32::new(0),
+        unanswered: AtomicU32::new(0),
         running_here_since: AtomicU64::new(0),
         answered: Condvar::new(),
         answered_lock: Mutex::new(()),
@@ -295,11 +300,13 @@ fn read_ring(
         // would otherwise wait for the next one.
         if let Some((bytes, more_pending)) = connection.take_call(link)? {
             ring.cancel_sleep(Direction::Request);
+            idle_since = None;
             handle(shared, connection, &bytes, more_pending)?;
             continue;
         }
         let wake = link.wake_server.wait(connection.socket_fd(), -1);
         ring.cancel_sleep(Direction::Request);
+        idle_since = None;
         if wake == Wake::PeerGone {
             return Ok(());
         }
@@ -317,7 +324,9 @@ pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
     if started == 0 || shared.clock_us().saturating_sub(started) < STRAGGLER_AFTER_US {
         return;
     }
-    loop {
+    // At most a connection's worth per pass, so one client cannot keep the watch from the
+    // others.
+    for _ in 0..connection.max_in_flight {
         match connection.take_call(link) {
             Ok(Some((bytes, _))) => {
                 if let Err(violation) = handle(shared, connection, &bytes, true) {
@@ -341,12 +350,15 @@ fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(),
     loop {
         {
             let mut guard = connection.answered_lock.lock().expect("answered lock");
-            while connection.executing.load(Ordering::Acquire) >= connection.max_in_flight {
+            while connection.unanswered.load(Ordering::SeqCst) >= connection.max_in_flight {
                 guard = connection.answered.wait(guard).expect("answered lock");
             }
         }
-        match frame::read_bytes(&connection.socket) {
-            Ok((bytes, _)) => handle(shared, connection, &bytes, false)?,
+        match frame::read_bytes(&connection.socket, MAX_FRAME_BYTES) {
+            Ok(bytes) => {
+                connection.unanswered.fetch_add(1, Ordering::SeqCst);
+                handle(shared, connection, &bytes, false)?;
+            }
             Err(FrameError::Closed) => return Ok(()),
             Err(FrameError::Io(e)) => return Err(format!("socket: {e}")),
             Err(e) => return Err(e.to_string()),
@@ -354,8 +366,9 @@ fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(),
     }
 }
 
-/// Decodes one client message and answers it or hands it to the guest threads.
-/// `more_pending` says whether further calls from this client are already waiting.
+/// Decodes one client message (already counted in `unanswered`) and answers it, or hands it
+/// to the guest threads, which answer it. `more_pending` says whether further calls from
+/// this client are already waiting.
 fn handle(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
@@ -366,7 +379,7 @@ fn handle(
         proto::ClientMessage::decode(bytes).map_err(|e| format!("malformed message: {e}"))?;
     let id = message.id;
     let reply_failure = |failure: proto::Failure| {
-        connection.reply(proto::ServerMessage {
+        connection.answer(proto::ServerMessage {
             id,
             body: Some(server_message::Body::Failure(failure)),
         });
@@ -374,7 +387,7 @@ fn handle(
     match message.body {
         Some(client_message::Body::ListTools(_)) => {
             let tools = convert::tool_list(&shared.runtime());
-            connection.reply(proto::ServerMessage {
+            connection.answer(proto::ServerMessage {
                 id,
                 body: Some(server_message::Body::Tools(tools)),
             });
@@ -400,33 +413,38 @@ fn handle(
             // they run in parallel.
             let run_here = matches!(connection.link, Link::Ring(_))
                 && !more_pending
-                && connection.executing.load(Ordering::Acquire) == 0;
-            connection.executing.fetch_add(1, Ordering::AcqRel);
+                && connection.unanswered.load(Ordering::SeqCst) == 1;
             let job_connection = connection.clone();
             let job: executor::Job = Box::new(move || {
-                let body = match runtime.run(&request) {
-                    Ok(output) => server_message::Body::Output(convert::output(output)),
-                    Err(err) => server_message::Body::Failure(convert::failure(&err)),
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.run(&request)));
+                let body = match ran {
+                    Ok(Ok(output)) => server_message::Body::Output(convert::output(output)),
+                    Ok(Err(err)) => server_message::Body::Failure(convert::failure(&err)),
+                    Err(_) => {
+                        error!("{}: call {id} panicked in the engine", job_connection.label);
+                        server_message::Body::Failure(proto::Failure::new(
+                            proto::ErrorKind::Internal,
+                            "the supervisor failed while running this call (a bug: see its log)",
+                        ))
+                    }
                 };
-                job_connection.reply(proto::ServerMessage {
+                job_connection.answer(proto::ServerMessage {
                     id,
                     body: Some(body),
                 });
-                job_connection.finish_call();
             });
             let submitted = if run_here {
                 connection
                     .running_here_since
-                    .store(shared.clock_us().max(1), Ordering::Release);
-                shared.stragglers.watch();
+                    .store(shared.clock_us().max(1), Ordering::SeqCst);
+                let _watched = shared.stragglers.watch();
                 let ran = shared.executor.run_here(job);
-                connection.running_here_since.store(0, Ordering::Release);
+                connection.running_here_since.store(0, Ordering::SeqCst);
                 ran
             } else {
                 shared.executor.submit(job)
             };
             if let Err(busy) = submitted {
-                connection.finish_call();
                 reply_failure(proto::Failure::new(
                     proto::ErrorKind::Busy,
                     format!(
@@ -456,12 +474,15 @@ impl Connection {
             .expect("reply producer lock")
             .in_use(ring)
             .map_err(|v| v.to_string())?;
-        if self.executing.load(Ordering::Acquire) + unread_replies >= self.max_in_flight {
+        if self.unanswered.load(Ordering::SeqCst) + unread_replies >= self.max_in_flight {
             return Ok(None);
         }
         let Some(bytes) = consumer.pop(ring).map_err(|v| v.to_string())? else {
             return Ok(None);
         };
+        // Counted while the consumer lock is held, so the reader and the straggler watch
+        // never both pass the check above on the same count.
+        self.unanswered.fetch_add(1, Ordering::SeqCst);
         let more_pending = consumer.available(ring).map_err(|v| v.to_string())? > 0;
         Ok(Some((bytes, more_pending)))
     }
@@ -471,11 +492,24 @@ impl Connection {
         self.socket.as_fd()
     }
 
-    fn finish_call(&self) {
-        self.executing.fetch_sub(1, Ordering::AcqRel);
-        if matches!(self.link, Link::Socket { .. }) {
-            let _guard = self.answered_lock.lock().expect("answered lock");
-            self.answered.notify_one();
+    /// Sends the answer to a message taken from the client, and counts it answered.
+    fn answer(&self, message: proto::ServerMessage) {
+        self.reply(message);
+        // After the reply is in the ring: until then the answered message still counts
+        // against the client's in-flight limit, so the reply ring cannot overflow.
+        self.unanswered.fetch_sub(1, Ordering::SeqCst);
+        match &self.link {
+            // The reader may have gone to sleep because the limit was reached; calls may be
+            // waiting in the ring now that it is not.
+            Link::Ring(link) => {
+                if link.ring.consumer_sleeping(Direction::Request) {
+                    link.wake_server.ring();
+                }
+            }
+            Link::Socket { .. } => {
+                let _guard = self.answered_lock.lock().expect("answered lock");
+                self.answered.notify_one();
+            }
         }
     }
 

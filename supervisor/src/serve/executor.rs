@@ -54,7 +54,7 @@ impl Executor {
                         return;
                     }
                     while let Some(job) = next_job(&jobs) {
-                        job();
+                        run_guarded(job);
                         outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
                 })?;
@@ -76,7 +76,7 @@ impl Executor {
     /// against the same limit as queued jobs.
     pub fn run_here(&self, job: Job) -> Result<(), Busy> {
         self.reserve()?;
-        job();
+        run_guarded(job);
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
@@ -124,4 +124,12 @@ fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
         }
     }
     jobs.recv().ok()
+}
+
+/// Runs a job; a panic is logged and contained, so it costs neither a guest thread nor the
+/// count of calls outstanding (jobs reply for themselves, and catch the engine's panics).
+fn run_guarded(job: Job) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+        tracing::error!("a guest job panicked; the thread goes on");
+    }
 }

@@ -60,7 +60,10 @@ pub fn spawn_acceptor(shared: Arc<Shared>, listener: UnixListener) -> std::io::R
                 let stream = match stream {
                     Ok(stream) => stream,
                     Err(e) => {
+                        // Out of descriptors (EMFILE) the pending connection stays queued:
+                        // pause instead of spinning on it.
                         warn!("accept failed: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                         continue;
                     }
                 };
@@ -75,14 +78,15 @@ pub fn spawn_acceptor(shared: Arc<Shared>, listener: UnixListener) -> std::io::R
                 }
                 clients.fetch_add(1, Ordering::AcqRel);
                 let shared = shared.clone();
-                let clients = clients.clone();
+                let connected = clients.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("mv-conn-{number}"))
                     .spawn(move || {
                         connection::serve(shared, stream, number);
-                        clients.fetch_sub(1, Ordering::AcqRel);
+                        connected.fetch_sub(1, Ordering::AcqRel);
                     });
                 if let Err(e) = spawned {
+                    clients.fetch_sub(1, Ordering::AcqRel);
                     warn!("cannot start a thread for client {number}: {e}");
                 }
             }

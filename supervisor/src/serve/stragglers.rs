@@ -2,10 +2,10 @@
 //! which saves a thread hop; but while it runs, that reader takes no further calls from its
 //! client. This thread looks, every millisecond while such calls run, for connections whose
 //! reader has been busy for over a millisecond with calls waiting behind it, and moves those
-//! calls to the guest pool. It parks when no call has run on a reader for a while, so an
-//! idle supervisor has no thread waking up.
+//! calls to the guest pool. It parks when no call has run on a reader for a while (and none
+//! is running), so an idle supervisor has no thread waking up.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::Thread;
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub struct StragglerWatch {
     connections: Mutex<Vec<Weak<Connection>>>,
     /// Bumped each time a call starts on a reader thread.
     activity: AtomicU64,
+    /// Calls running on reader threads now.
+    running: AtomicUsize,
     parked: AtomicBool,
     thread: Mutex<Option<Thread>>,
 }
@@ -46,14 +48,26 @@ impl StragglerWatch {
         connections.push(Arc::downgrade(connection));
     }
 
-    /// A call is starting on a reader thread: make sure the watch is awake.
-    pub fn watch(&self) {
-        self.activity.fetch_add(1, Ordering::Release);
-        if self.parked.swap(false, Ordering::AcqRel)
+    /// A call is starting on a reader thread: makes sure the watch is awake until the
+    /// returned guard is dropped (when the call has ended).
+    pub fn watch(&self) -> Watched<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.activity.fetch_add(1, Ordering::SeqCst);
+        if self.parked.swap(false, Ordering::SeqCst)
             && let Some(thread) = &*self.thread.lock().expect("watch thread lock")
         {
             thread.unpark();
         }
+        Watched(self)
+    }
+}
+
+/// A call running on a reader thread, watched until dropped.
+pub struct Watched<'a>(&'a StragglerWatch);
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -66,8 +80,8 @@ fn run(shared: Weak<Shared>) {
             return;
         };
         let watch = &shared.stragglers;
-        let activity = watch.activity.load(Ordering::Acquire);
-        if activity == last_activity {
+        let activity = watch.activity.load(Ordering::SeqCst);
+        if activity == last_activity && watch.running.load(Ordering::SeqCst) == 0 {
             idle_ticks += 1;
         } else {
             idle_ticks = 0;
@@ -84,9 +98,9 @@ fn run(shared: Weak<Shared>) {
             dispatch_stragglers(&shared, connection);
         }
         if idle_ticks >= IDLE_TICKS_BEFORE_PARK {
-            watch.parked.store(true, Ordering::Release);
+            watch.parked.store(true, Ordering::SeqCst);
             // A call that started between the check and the flag has bumped `activity`.
-            if watch.activity.load(Ordering::Acquire) == last_activity {
+            if watch.activity.load(Ordering::SeqCst) == last_activity {
                 drop(connections);
                 drop(shared);
                 std::thread::park();
