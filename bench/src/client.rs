@@ -9,7 +9,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use megavisor_client::{Call, Client, ConnectOptions, Transport};
@@ -92,7 +92,7 @@ fn check(client: Client, args: &ClientArgs) -> Result<(), Box<dyn std::error::Er
                     let payload = format!("{pid}:{thread}:{i}:{}", "x".repeat(pad));
                     let call = Call::new("cat").stdin(payload.as_bytes());
                     let output = if i % 3 == 0 {
-                        block_on(client.call_async(&call))
+                        pollster::block_on(client.call_async(&call))
                     } else {
                         client.call(&call)
                     }
@@ -115,25 +115,4 @@ fn check(client: Client, args: &ClientArgs) -> Result<(), Box<dyn std::error::Er
     }
     println!("{}", json!({ "checked": checked }));
     Ok(())
-}
-
-/// Polls a future to completion on this thread (the client's own thread completes it).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
-        }
-    }
 }

@@ -352,7 +352,7 @@ fn a_long_call_does_not_hold_up_the_next_call_on_the_same_connection() {
         quick < Duration::from_millis(700),
         "the short call waited {quick:?}"
     );
-    let long = futures_lite_block_on(long).unwrap();
+    let long = pollster::block_on(long).unwrap();
     assert_eq!(long.stdout, b"spun\n");
 }
 
@@ -368,7 +368,7 @@ fn a_busy_supervisor_refuses_instead_of_queueing_without_bound() {
     let err = supervisor.client().call(&Call::new("true")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
     assert!(err.to_string().contains("--max-concurrency 1"), "{err}");
-    futures_lite_block_on(long).unwrap();
+    pollster::block_on(long).unwrap();
     assert_eq!(
         supervisor
             .client()
@@ -509,7 +509,7 @@ fn sigterm_drains_calls_in_flight_refuses_new_ones_and_exits_zero() {
         !supervisor.socket.exists(),
         "the socket is removed while draining"
     );
-    let finished = futures_lite_block_on(in_flight).expect("the call in flight completes");
+    let finished = pollster::block_on(in_flight).expect("the call in flight completes");
     assert_eq!(finished.stdout, b"spun\n");
     assert_eq!(supervisor.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(supervisor.log().contains("drained"), "{}", supervisor.log());
@@ -703,27 +703,6 @@ fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-/// Waits for a client future on this thread (the client's own thread completes it).
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
     }
 }
 
