@@ -12,8 +12,9 @@ KEY        := $(BUILD)/keys/megavisor
 BUNDLE     := $(BUILD)/bundle
 TEST_BUNDLE := $(BUILD)/test-bundle
 PYTHON     ?= python3
+VENV       := $(BUILD)/venv
 
-.PHONY: setup demo test lint rust-test bench clean
+.PHONY: setup demo test lint rust-test grpc-test bench clean
 
 setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json
 
@@ -64,10 +65,20 @@ lint:
 rust-test: setup
 	cargo test --release --locked --workspace
 
+# The Python packages the tests use, in a virtualenv of their own.
+$(VENV)/.installed: tests/grpc/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r tests/grpc/requirements.txt
+	touch $@
+
+# A Python client generated from proto/runtime/v1/driver.proto against a real supervisor.
+grpc-test: setup $(VENV)/.installed
+	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/grpc
+
 bench: setup
 	bench/run
 
-test: lint rust-test
+test: lint rust-test grpc-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 

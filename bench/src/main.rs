@@ -4,6 +4,7 @@
 //! the machines are noisy and only ratios within one run mean anything.
 
 mod client;
+mod grpc;
 mod samples;
 mod supervisor;
 
@@ -106,6 +107,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         line["clients"] = json!(clients);
         println!("{line}");
     }
+    let (samples, wall) = grpc::measure(supervisor.grpc_socket(), sizes.warmup, sizes.iterations)?;
+    println!("{}", report("grpc/true", &samples, wall, Some(peer)));
     Ok(())
 }
 

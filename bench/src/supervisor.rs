@@ -9,10 +9,11 @@ use serde_json::Value;
 
 use crate::samples::Samples;
 
-/// A `megavisor serve` child, stopped with SIGTERM on drop.
+/// A `megavisor serve` child (ring and gRPC sockets), stopped with SIGTERM on drop.
 pub struct Supervisor {
     child: Child,
     socket: PathBuf,
+    grpc_socket: PathBuf,
 }
 
 impl Supervisor {
@@ -25,10 +26,13 @@ impl Supervisor {
     ) -> std::io::Result<Self> {
         let socket =
             std::env::temp_dir().join(format!("megavisor-bench-{}.sock", std::process::id()));
+        let grpc_socket = socket.with_extension("grpc");
         let mut child = Command::new(megavisor)
             .arg("serve")
             .arg("--socket")
             .arg(&socket)
+            .arg("--grpc-socket")
+            .arg(&grpc_socket)
             .arg("--bundle")
             .arg(bundle)
             .arg("--trusted-key")
@@ -45,12 +49,21 @@ impl Supervisor {
                 "supervisor did not start: {ready:?}"
             )));
         }
-        Ok(Supervisor { child, socket })
+        Ok(Supervisor {
+            child,
+            socket,
+            grpc_socket,
+        })
     }
 
-    /// The socket it listens on.
+    /// The ring socket it listens on.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The gRPC socket it listens on.
+    pub fn grpc_socket(&self) -> &Path {
+        &self.grpc_socket
     }
 }
 

@@ -174,6 +174,10 @@ pub struct ServeArgs {
     /// for root and $XDG_RUNTIME_DIR/megavisor.sock (or /tmp/megavisor-UID.sock) for others.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Also serve the RuntimeDriver gRPC API (seed 000: Execute, Discover) on this Unix socket,
+    /// under the same peer policy, limits and runtime.
+    #[arg(long, value_name = "PATH")]
+    pub grpc_socket: Option<PathBuf>,
     /// Calls running at once (guest threads and warm instance slots; seed 000's MaxConcurrency).
     #[arg(long, default_value_t = default_concurrency(), value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_concurrency: u32,

@@ -9,6 +9,7 @@
 mod connection;
 mod convert;
 mod executor;
+mod grpc;
 mod listener;
 mod peers;
 mod seccomp;
@@ -37,6 +38,7 @@ use stragglers::StragglerWatch;
 /// The supervisor's settings, fixed at start.
 pub struct ServeConfig {
     pub socket: PathBuf,
+    pub grpc_socket: Option<PathBuf>,
     pub socket_group: Option<u32>,
     pub peers: PeerPolicy,
     pub max_concurrency: u32,
@@ -114,6 +116,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     StragglerWatch::start(&shared).map_err(|e| internal("start the straggler watch", e))?;
     listener::spawn_acceptor(shared.clone(), listener)
         .map_err(|e| internal("start the acceptor thread", e))?;
+    if let Some(path) = &shared.config.grpc_socket {
+        let grpc_listener = listener::bind(path, shared.config.socket_group)?;
+        grpc::spawn(shared.clone(), grpc_listener)
+            .map_err(|e| internal("start the gRPC server", e))?;
+    }
 
     announce_ready(&shared, &args, &startup);
     loop {
@@ -145,8 +152,12 @@ fn open(args: &ServeArgs) -> Result<Runtime> {
 fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
     let runtime = shared.runtime();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let grpc = match &shared.config.grpc_socket {
+        Some(path) => format!(" grpc_socket={}", path.display()),
+        None => String::new(),
+    };
     println!(
-        "megavisor ready: socket={} bundle={} tools={} verify_ms={:.2} load_ms={:.2} warm_ms={:.2} module={:?} guest_threads={} pid={}",
+        "megavisor ready: socket={}{grpc} bundle={} tools={} verify_ms={:.2} load_ms={:.2} warm_ms={:.2} module={:?} guest_threads={} pid={}",
         shared.config.socket.display(),
         bundle_dir(&args.bundle).display(),
         runtime.entries().len(),
@@ -192,6 +203,9 @@ fn drain(shared: &Shared) -> ExitCode {
     systemd::notify("STOPPING=1");
     shared.draining.store(true, Ordering::Release);
     let _ = std::fs::remove_file(&shared.config.socket);
+    if let Some(path) = &shared.config.grpc_socket {
+        let _ = std::fs::remove_file(path);
+    }
     let deadline = Instant::now() + shared.config.drain_timeout;
     while shared.executor.outstanding() > 0 {
         if Instant::now() >= deadline {
@@ -246,6 +260,7 @@ impl ServeArgs {
                 .socket
                 .clone()
                 .unwrap_or_else(megavisor_client::Client::default_socket),
+            grpc_socket: self.grpc_socket.clone(),
             socket_group,
             peers: PeerPolicy::new(self.allow_uids.clone(), self.allow_gids.clone()),
             max_concurrency: self.max_concurrency,

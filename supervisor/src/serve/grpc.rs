@@ -1,0 +1,391 @@
+//! The RuntimeDriver gRPC service (seed 000) on its own Unix socket: the interoperable door
+//! beside the ring. Calls go through the same runtime, guest threads, limits, idempotency
+//! cache and peer policy as ring calls.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixListener;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use megavisor_core::signing::Authenticity;
+use megavisor_core::{Entry, Error, ErrorKind, Limits, Output, Request, Runtime, ToolRef};
+use megavisor_grpc::ERROR_KIND_TRAILER;
+use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
+use megavisor_grpc::v1::{Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, Timings, Tool};
+use serde_json::{Map, Value};
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Status};
+use tracing::{error, info};
+
+use super::{Shared, server_name};
+use crate::serve::connection::Peer;
+
+/// What Discover reports as enabled (seed 000's `-features`).
+const FEATURES: &[&str] = &[
+    "wasm",
+    "ring",
+    "socket",
+    "grpc",
+    "idempotency",
+    "seccomp",
+    "reload",
+];
+
+/// Serves gRPC on `listener` from a thread of its own (with a small async runtime) until
+/// the process exits.
+pub fn spawn(shared: Arc<Shared>, listener: UnixListener) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("mv-grpc".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return error!("gRPC socket unusable: {e}"),
+                };
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let service = RuntimeDriverServer::new(Driver { shared });
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming)
+                    .await
+                {
+                    error!("gRPC server stopped: {e}");
+                }
+            });
+        })?;
+    Ok(())
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl RuntimeDriver for Driver {
+    async fn execute(
+        &self,
+        request: tonic::Request<ExecuteRequest>,
+    ) -> Result<tonic::Response<ExecuteReply>, Status> {
+        let peer = self.check_peer(&request)?;
+        let deadline = grpc_timeout(request.metadata());
+        let execute = request.into_inner();
+        if self.shared.draining() {
+            return Err(status(
+                Code::Unavailable,
+                "shutting_down",
+                "the supervisor is shutting down (SIGTERM) and takes no new calls".into(),
+            ));
+        }
+        info!(
+            subject = %execute.subject_id,
+            instruction = %execute.instruction,
+            execution_id = %execute.execution_id,
+            "gRPC Execute from {peer}"
+        );
+        let runtime = self.shared.runtime();
+        let full_output = execute.full_output;
+        let call = to_request(&runtime, execute, deadline).map_err(|e| error_status(&e))?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let job_runtime = runtime.clone();
+        self.shared
+            .executor
+            .submit(Box::new(move || {
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job_runtime.run(&call)));
+                let _ = done.send(ran);
+            }))
+            .map_err(|busy| {
+                status(
+                    Code::ResourceExhausted,
+                    "busy",
+                    format!(
+                        "supervisor busy: {} calls running or queued (--max-concurrency {} plus --queue-depth {}); retry later",
+                        busy.outstanding,
+                        self.shared.config.max_concurrency,
+                        self.shared.config.queue_depth
+                    ),
+                )
+            })?;
+        match outcome.await {
+            Ok(Ok(Ok(output))) => Ok(tonic::Response::new(reply(output, full_output))),
+            Ok(Ok(Err(err))) => Err(error_status(&err)),
+            Ok(Err(_)) | Err(_) => Err(status(
+                Code::Internal,
+                "internal",
+                "the supervisor failed while running this call (a bug: see its log)".into(),
+            )),
+        }
+    }
+
+    async fn discover(
+        &self,
+        request: tonic::Request<()>,
+    ) -> Result<tonic::Response<DiscoverReply>, Status> {
+        self.check_peer(&request)?;
+        let runtime = self.shared.runtime();
+        let manifest = runtime.manifest();
+        let signed_by = match runtime.authenticity() {
+            Authenticity::Signed { key_id } => key_id.clone(),
+            Authenticity::Unverified { .. } => String::new(),
+        };
+        Ok(tonic::Response::new(DiscoverReply {
+            version: server_name(),
+            features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+            bundle: Some(Bundle {
+                name: manifest.name.clone(),
+                wasm_sha256: manifest.megabinary.wasm.digests.sha256.clone(),
+                wasm_blake3: manifest.megabinary.wasm.digests.blake3.clone(),
+                signed_by,
+            }),
+            tools: manifest.entries.iter().map(tool).collect(),
+        }))
+    }
+}
+
+impl Driver {
+    /// Applies the same `SO_PEERCRED` policy as the ring socket.
+    fn check_peer<T>(&self, request: &tonic::Request<T>) -> Result<Peer, Status> {
+        let cred = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .ok_or_else(|| {
+                status(
+                    Code::PermissionDenied,
+                    "not_allowed",
+                    "the peer's credentials are unknown".into(),
+                )
+            })?;
+        let peer = Peer {
+            pid: cred.pid().unwrap_or(0),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
+        self.shared
+            .config
+            .peers
+            .check(&peer)
+            .map_err(|reason| status(Code::PermissionDenied, "not_allowed", reason))?;
+        Ok(peer)
+    }
+}
+
+/// The core request for an Execute: `instruction` names the entry; `args`, `params` or
+/// `params_json` (at most one) give its arguments; the gRPC deadline bounds the time limit.
+fn to_request(
+    runtime: &Runtime,
+    execute: ExecuteRequest,
+    deadline: Option<Duration>,
+) -> Result<Request, Error> {
+    let bad = |m: &str| Error::BadRequest(m.to_owned());
+    let given = [
+        !execute.args.is_empty(),
+        !execute.params.is_empty(),
+        !execute.params_json.is_empty(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(bad("pass one of args, params and params_json"));
+    }
+    // An absolute path names a native binary: it runs as the entry whose recorded digests
+    // match its content (seed 001), or is refused with EACCES.
+    let entry = if execute.instruction.starts_with('/') {
+        runtime.entry_for_native(std::path::Path::new(&execute.instruction))?
+    } else {
+        runtime
+            .manifest()
+            .entry(&execute.instruction)
+            .ok_or_else(|| Error::ToolNotFound {
+                name: execute.instruction.clone(),
+                available: runtime.manifest().entry_names(),
+            })?
+    };
+    let mut args = execute.args;
+    let mut stdin = execute.stdin;
+    let params = if !execute.params_json.is_empty() {
+        Some(
+            serde_json::from_str(&execute.params_json)
+                .map_err(|e| Error::BadRequest(format!("params_json is not JSON: {e}")))?,
+        )
+    } else if !execute.params.is_empty() {
+        Some(typed_params(entry, execute.params)?)
+    } else {
+        None
+    };
+    if let Some(params) = params {
+        let rendered = entry.render_arguments(&params)?;
+        args = rendered.args;
+        if let Some(bytes) = rendered.stdin {
+            stdin = bytes;
+        }
+    }
+    let asked = (execute.timeout_ms > 0).then(|| Duration::from_millis(execute.timeout_ms));
+    let timeout = match (asked, deadline) {
+        (Some(a), Some(d)) => Some(a.min(d)),
+        (a, d) => a.or(d),
+    };
+    let mut env: Vec<(String, String)> = execute.env.into_iter().collect();
+    env.sort();
+    Ok(Request {
+        tool: ToolRef::Name(entry.name.clone()),
+        args,
+        env,
+        stdin,
+        mounts: Vec::new(),
+        capabilities: None,
+        limits: Limits {
+            memory_bytes: (execute.memory_bytes > 0).then_some(execute.memory_bytes),
+            timeout,
+            fuel: None,
+            // Without full output only the tails (always kept) are returned.
+            output_bytes: if execute.full_output {
+                (execute.output_bytes > 0).then_some(execute.output_bytes)
+            } else {
+                Some(0)
+            },
+        },
+        execution_id: Some(execute.execution_id).filter(|id| !id.is_empty()),
+    })
+}
+
+/// Seed 000's string parameters, typed by the entry's schema: "true"/"false" for booleans,
+/// decimal numbers, JSON arrays (or a single string) for arrays.
+fn typed_params(entry: &Entry, params: HashMap<String, String>) -> Result<Value, Error> {
+    let properties = entry.arguments.get("properties").and_then(Value::as_object);
+    let mut typed = Map::new();
+    for (name, text) in params {
+        let kind = properties
+            .and_then(|p| p.get(&name))
+            .and_then(|p| p.get("type"))
+            .and_then(Value::as_str);
+        let bad = |what: &str| {
+            Error::BadRequest(format!(
+                "parameter {name:?} of {}: {text:?} is not {what}",
+                entry.name
+            ))
+        };
+        let value = match kind {
+            Some("boolean") => match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(bad("true or false")),
+            },
+            Some("integer") => Value::from(text.parse::<i64>().map_err(|_| bad("an integer"))?),
+            Some("number") => text
+                .parse::<f64>()
+                .ok()
+                .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number))
+                .ok_or_else(|| bad("a number"))?,
+            Some("array") if text.trim_start().starts_with('[') => {
+                serde_json::from_str(&text).map_err(|_| bad("a JSON array"))?
+            }
+            Some("array") => Value::Array(vec![Value::String(text.clone())]),
+            _ => Value::String(text.clone()),
+        };
+        typed.insert(name, value);
+    }
+    Ok(Value::Object(typed))
+}
+
+fn reply(output: Output, full_output: bool) -> ExecuteReply {
+    let timings = output.timings;
+    ExecuteReply {
+        exit_code: output.exit_code,
+        stdout_tail: output.stdout_tail,
+        stderr_tail: output.stderr_tail,
+        artifacts: output.artifacts.into_iter().collect(),
+        stdout: if full_output {
+            output.stdout
+        } else {
+            Vec::new()
+        },
+        stderr: if full_output {
+            output.stderr
+        } else {
+            Vec::new()
+        },
+        stdout_total: output.stdout_total,
+        stderr_total: output.stderr_total,
+        timings: Some(Timings {
+            queue_us: timings.queue_us,
+            instantiate_us: timings.instantiate_us,
+            run_us: timings.run_us,
+            total_us: timings.total_us,
+        }),
+        cached: output.cached,
+        tool: output.tool,
+    }
+}
+
+fn tool(entry: &Entry) -> Tool {
+    Tool {
+        name: entry.name.clone(),
+        description: entry.description.clone(),
+        arguments_schema_json: entry.arguments.to_string(),
+        capabilities: entry.capabilities.iter().map(ToString::to_string).collect(),
+        memory_bytes: entry.limits.memory_bytes,
+        timeout_ms: entry.limits.timeout_ms,
+    }
+}
+
+/// The gRPC status of a core error, with its kind in the trailer.
+fn error_status(err: &Error) -> Status {
+    let code = match err.kind() {
+        ErrorKind::ToolNotFound => Code::NotFound,
+        ErrorKind::HashMismatch | ErrorKind::BadSignature | ErrorKind::NotAllowed => {
+            Code::PermissionDenied
+        }
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::MemoryLimit => Code::ResourceExhausted,
+        ErrorKind::BadRequest => Code::InvalidArgument,
+        ErrorKind::Trap => Code::Aborted,
+        ErrorKind::Internal => Code::Internal,
+    };
+    status(code, err.kind().as_str(), err.to_string())
+}
+
+fn status(code: Code, kind: &'static str, message: String) -> Status {
+    let mut trailers = MetadataMap::new();
+    trailers.insert(
+        ERROR_KIND_TRAILER,
+        kind.parse().expect("kind names are valid metadata values"),
+    );
+    Status::with_metadata(code, message, trailers)
+}
+
+/// The `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), Some(Duration::from_millis(250)));
+        metadata.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), Some(Duration::from_secs(3)));
+        metadata.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), None);
+    }
+}
