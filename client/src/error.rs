@@ -112,7 +112,9 @@ impl Error {
         self.partial.as_deref()
     }
 
-    pub(crate) fn from_failure(failure: proto::Failure) -> Self {
+    /// The error a wire failure describes (as the supervisor sends them, or as an embedded
+    /// engine's errors are converted).
+    pub fn from_failure(failure: proto::Failure) -> Self {
         Error {
             kind: ErrorKind::from_wire(failure.kind),
             message: failure.message,

@@ -24,7 +24,9 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
 use tracing::{debug, error, info, warn};
 
-use super::{Shared, convert, executor};
+use megavisor_driver::convert;
+
+use super::{Shared, executor};
 
 /// How long a call may run on the reader thread before calls queued behind it are moved to
 /// the guest pool.

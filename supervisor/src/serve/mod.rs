@@ -7,7 +7,6 @@
 //! under a seccomp filter runs the calls.
 
 mod connection;
-mod convert;
 mod executor;
 mod grpc;
 mod listener;

@@ -1,4 +1,4 @@
-//! Between the wire messages and megavisor-core's types. The only place that knows both.
+//! Between the wire messages and megavisor-core's types: the one place that knows both.
 
 use std::time::Duration;
 
