@@ -14,7 +14,7 @@ TEST_BUNDLE := $(BUILD)/test-bundle
 PYTHON     ?= python3
 VENV       := $(BUILD)/venv
 
-.PHONY: setup demo test lint rust-test grpc-test bench clean
+.PHONY: setup demo test lint rust-test grpc-test c-test header bench clean
 
 setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json
 
@@ -75,10 +75,31 @@ $(VENV)/.installed: tests/grpc/requirements.txt
 grpc-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/grpc
 
+# libdriver (bindings-c): the C test and example, compiled with cc against include/driver.h.
+LIBDIR := $(CARGO_TARGET_DIR)/release
+C_FLAGS := -std=c11 -Wall -Wextra -Werror -pthread -Iinclude
+C_LINK := -L$(LIBDIR) -ldriver -Wl,-rpath,$(LIBDIR)
+c-test: setup
+	cargo build --release --locked -p megavisor-c
+	mkdir -p $(BUILD)/c
+	$(CC) $(C_FLAGS) tests/c/test_driver.c $(C_LINK) -o $(BUILD)/c/test_driver
+	command -v pkg-config >/dev/null || apt-get install -y pkg-config
+	mkdir -p $(BUILD)/pkgconfig
+	sed -e 's|@INCLUDEDIR@|$(CURDIR)/include|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@VERSION@|0.1.0|' bindings-c/driver.pc.in > $(BUILD)/pkgconfig/driver.pc
+	$(CC) -std=c11 -Wall -Wextra -Werror examples/c/hello.c \
+		$$(PKG_CONFIG_PATH=$(BUILD)/pkgconfig pkg-config --cflags --libs driver) -o $(BUILD)/c/hello
+	command -v valgrind >/dev/null || apt-get install -y valgrind
+	sh tests/c/run.sh $(MEGAVISOR) $(BUILD)/c
+
+# Regenerates include/driver.h from bindings-c/src/lib.rs (the tests fail when they differ).
+header:
+	MEGAVISOR_UPDATE_HEADER=1 cargo test --release --locked -p megavisor-c --test header
+
 bench: setup
 	bench/run
 
-test: lint rust-test grpc-test
+test: lint rust-test grpc-test c-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 
