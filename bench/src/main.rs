@@ -32,6 +32,10 @@ struct Args {
     /// The megavisor binary for the supervisor cases (default: next to this one).
     #[arg(long)]
     megavisor: Option<PathBuf>,
+    /// The C benchmark program (bench/c/bench_driver.c, built by bench/run), run against the
+    /// same supervisor.
+    #[arg(long)]
+    c_bench: Option<PathBuf>,
     /// Fewer iterations, for CI smoke runs.
     #[arg(long)]
     quick: bool,
@@ -109,6 +113,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (samples, wall) = grpc::measure(supervisor.grpc_socket(), sizes.warmup, sizes.iterations)?;
     println!("{}", report("grpc/true", &samples, wall, Some(peer)));
+    if let Some(program) = &args.c_bench {
+        // Its own peer (posix_spawn) is measured inside it, in the same run.
+        let status = Command::new(program)
+            .arg(supervisor.socket())
+            .arg(sizes.iterations.to_string())
+            .arg(sizes.spawns.to_string())
+            .env("MEGAVISOR_BUNDLE", &bundle)
+            .env("MEGAVISOR_TRUSTED_KEY", &key)
+            .status()?;
+        if !status.success() {
+            return Err(format!("{} failed: {status}", program.display()).into());
+        }
+    }
     Ok(())
 }
 

@@ -417,8 +417,9 @@ fn handle(
                 && !more_pending
                 && connection.unanswered.load(Ordering::SeqCst) == 1;
             let job_connection = connection.clone();
-            let job: executor::Job = Box::new(move || {
+            let job: executor::Job = Box::new(move |permit| {
                 let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.run(&request)));
+                drop(permit);
                 let body = match ran {
                     Ok(Ok(output)) => server_message::Body::Output(convert::output(output)),
                     Ok(Err(err)) => server_message::Body::Failure(convert::failure(&err)),

@@ -1,5 +1,10 @@
 //! The guest threads: a fixed pool behind a bounded queue. A call that finds the queue full
 //! is refused at once as `busy` rather than waiting in an unbounded backlog.
+//!
+//! Two counts: calls holding capacity (queued or running; released by the job, through its
+//! [`Permit`], as soon as the engine is done and *before* it replies, so a client that calls
+//! again on receiving its reply never finds its own finished call still counted), and calls
+//! not yet answered (released after the job, which replied; a drain waits for it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +20,17 @@ use super::seccomp::GuestFilter;
 /// thread off the CPU.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
-/// One unit of guest work; it sends its own reply.
-pub type Job = Box<dyn FnOnce() + Send>;
+/// One unit of guest work; it drops its permit when the engine is done, then replies.
+pub type Job = Box<dyn FnOnce(Permit) + Send>;
+
+/// A call's hold on the pool's capacity; dropping it frees the place.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The pool could not take a job.
 #[derive(Debug)]
@@ -27,7 +41,10 @@ pub struct Busy {
 
 /// Fixed worker threads, each under the guest seccomp filter.
 pub struct Executor {
-    queue: Sender<Job>,
+    queue: Sender<(Job, Permit)>,
+    /// Calls queued or running (the capacity in use).
+    in_use: Arc<AtomicUsize>,
+    /// Calls not yet answered.
     outstanding: Arc<AtomicUsize>,
     capacity: usize,
 }
@@ -36,11 +53,11 @@ impl Executor {
     /// Starts `workers` threads named `mv-guest-N` that take jobs from a queue of `depth`.
     /// Each installs `filter` before it takes its first job; one that cannot is an error.
     pub fn start(workers: usize, depth: usize, filter: Arc<GuestFilter>) -> std::io::Result<Self> {
-        let (queue, jobs) = crossbeam_channel::bounded::<Job>(depth);
+        let (queue, jobs) = crossbeam_channel::bounded::<(Job, Permit)>(depth);
         let outstanding = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for n in 0..workers {
-            let jobs: Receiver<Job> = jobs.clone();
+            let jobs: Receiver<(Job, Permit)> = jobs.clone();
             let outstanding = outstanding.clone();
             let filter = filter.clone();
             let ready = ready_tx.clone();
@@ -53,8 +70,8 @@ impl Executor {
                     if failed {
                         return;
                     }
-                    while let Some(job) = next_job(&jobs) {
-                        run_guarded(job);
+                    while let Some((job, permit)) = next_job(&jobs) {
+                        run_guarded(job, permit);
                         outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
                 })?;
@@ -67,6 +84,7 @@ impl Executor {
         }
         Ok(Executor {
             queue,
+            in_use: Arc::new(AtomicUsize::new(0)),
             outstanding,
             capacity: workers + depth,
         })
@@ -75,18 +93,19 @@ impl Executor {
     /// Runs `job` on the calling thread (which must be under the guest filter), counted
     /// against the same limit as queued jobs.
     pub fn run_here(&self, job: Job) -> Result<(), Busy> {
-        self.reserve()?;
-        run_guarded(job);
+        let (permit, _) = self.reserve()?;
+        run_guarded(job, permit);
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
 
     /// Queues `job`, or refuses it when the workers are all busy and the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
-        let before = self.reserve()?;
-        match self.queue.try_send(job) {
+        let (permit, before) = self.reserve()?;
+        match self.queue.try_send((job, permit)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                // The permit came back inside the error and is dropped with it.
                 self.outstanding.fetch_sub(1, Ordering::AcqRel);
                 Err(Busy {
                     outstanding: before,
@@ -95,16 +114,17 @@ impl Executor {
         }
     }
 
-    /// Counts one more call in, unless that would pass the limit; returns the count before.
-    fn reserve(&self) -> Result<usize, Busy> {
-        let before = self.outstanding.fetch_add(1, Ordering::AcqRel);
+    /// Takes a place, unless none is free; returns its permit and the places taken before.
+    fn reserve(&self) -> Result<(Permit, usize), Busy> {
+        let before = self.in_use.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(self.in_use.clone());
         if before >= self.capacity {
-            self.outstanding.fetch_sub(1, Ordering::AcqRel);
             return Err(Busy {
                 outstanding: before,
             });
         }
-        Ok(before)
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        Ok((permit, before))
     }
 
     /// Calls queued or running.
@@ -114,7 +134,7 @@ impl Executor {
 }
 
 /// The next job: looked for briefly, then waited for. `None` once the pool is shut.
-fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
+fn next_job(jobs: &Receiver<(Job, Permit)>) -> Option<(Job, Permit)> {
     let until = Instant::now() + IDLE_SPIN;
     while Instant::now() < until {
         match jobs.try_recv() {
@@ -128,8 +148,8 @@ fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
 
 /// Runs a job; a panic is logged and contained, so it costs neither a guest thread nor the
 /// count of calls outstanding (jobs reply for themselves, and catch the engine's panics).
-fn run_guarded(job: Job) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+fn run_guarded(job: Job, permit: Permit) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(permit))).is_err() {
         tracing::error!("a guest job panicked; the thread goes on");
     }
 }

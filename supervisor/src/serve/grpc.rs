@@ -96,8 +96,9 @@ impl RuntimeDriver for Driver {
         let job_runtime = runtime.clone();
         self.shared
             .executor
-            .submit(Box::new(move || {
+            .submit(Box::new(move |permit| {
                 let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job_runtime.run(&call)));
+                drop(permit);
                 let _ = done.send(ran);
             }))
             .map_err(|busy| {
