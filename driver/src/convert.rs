@@ -153,3 +153,27 @@ pub fn tool_list(runtime: &Runtime) -> proto::ToolList {
             .collect(),
     }
 }
+
+/// A wire output in the engine's type (the inverse of [`output`]).
+pub fn output_from_wire(output: proto::Output) -> Output {
+    let timings = output.timings.unwrap_or_default();
+    Output {
+        tool: output.tool,
+        exit_code: output.exit_code,
+        stdout: output.stdout,
+        stderr: output.stderr,
+        stdout_tail: output.stdout_tail,
+        stderr_tail: output.stderr_tail,
+        stdout_total: output.stdout_total,
+        stderr_total: output.stderr_total,
+        artifacts: output.artifacts.into_iter().collect(),
+        timings: Timings {
+            queue_us: timings.queue_us,
+            instantiate_us: timings.instantiate_us,
+            run_us: timings.run_us,
+            total_us: timings.total_us,
+        },
+        execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
+        cached: output.cached,
+    }
+}

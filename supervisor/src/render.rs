@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use base64::Engine as _;
-use megavisor_core::{Error, Output, Timings};
-use megavisor_wire::proto;
+use megavisor_core::{Error, Output};
+use megavisor_driver::convert;
 use serde_json::{Value, json};
 
 /// A failure from the engine in-process or from a supervisor, as the CLI reports it.
@@ -44,32 +44,8 @@ impl From<megavisor_client::Error> for Failure {
         Failure {
             kind: err.kind().as_str(),
             message: err.to_string(),
-            partial: err.partial_output().cloned().map(output_from_wire),
+            partial: err.partial_output().cloned().map(convert::output_from_wire),
         }
-    }
-}
-
-/// A supervisor's output in the engine's type, so both render the same way.
-pub fn output_from_wire(output: proto::Output) -> Output {
-    let timings = output.timings.unwrap_or_default();
-    Output {
-        tool: output.tool,
-        exit_code: output.exit_code,
-        stdout: output.stdout,
-        stderr: output.stderr,
-        stdout_tail: output.stdout_tail,
-        stderr_tail: output.stderr_tail,
-        stdout_total: output.stdout_total,
-        stderr_total: output.stderr_total,
-        artifacts: output.artifacts.into_iter().collect(),
-        timings: Timings {
-            queue_us: timings.queue_us,
-            instantiate_us: timings.instantiate_us,
-            run_us: timings.run_us,
-            total_us: timings.total_us,
-        },
-        execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
-        cached: output.cached,
     }
 }
 

@@ -34,7 +34,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 fn run_remote(socket: &Path, request: &Request, as_json: bool) -> ExitCode {
     let outcome = Client::connect(socket)
         .and_then(|client| client.call(&call_for(request)))
-        .map(render::output_from_wire);
+        .map(megavisor_driver::convert::output_from_wire);
     render::report(outcome, as_json)
 }
 
