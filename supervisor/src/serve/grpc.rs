@@ -22,6 +22,9 @@ use tracing::{error, info};
 use super::{Shared, server_name};
 use crate::serve::connection::Peer;
 
+/// At most this much of a caller's deadline is kept back for the reply to reach it.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
 /// What Discover reports as enabled (seed 000's `-features`).
 const FEATURES: &[&str] = &[
     "wasm",
@@ -226,6 +229,10 @@ fn to_request(
         }
     }
     let asked = (execute.timeout_ms > 0).then(|| Duration::from_millis(execute.timeout_ms));
+    // tonic itself cancels a call when its deadline passes ("CANCELLED: Timeout expired");
+    // stopping the tool a little before it lets the caller see why (DEADLINE_EXCEEDED with
+    // the `timeout` kind) instead.
+    let deadline = deadline.map(|d| d.saturating_sub((d / 10).min(DEADLINE_MARGIN)));
     let timeout = match (asked, deadline) {
         (Some(a), Some(d)) => Some(a.min(d)),
         (a, d) => a.or(d),
