@@ -183,7 +183,13 @@ def test_the_grpc_deadline_becomes_the_tools_time_limit(stubs):
         stub = driver(supervisor, stubs)
         with pytest.raises(grpc.RpcError) as raised:
             stub.Execute(pb2.ExecuteRequest(instruction="spin"), timeout=0.3)
-        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Normally the tool stops just before the deadline and the reply says so; on a
+        # starved machine the deadline can pass first, and then the server's HTTP/2 layer
+        # cancels the stream ("Timeout expired"). Either way the call ended at its deadline.
+        assert raised.value.code() in (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        ), raised.value
         # spin's own limit is 10 s; stopped at the deadline, the slot is free within moments.
         deadline = time.monotonic() + 3
         while True:
