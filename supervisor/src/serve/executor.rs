@@ -53,7 +53,10 @@ impl Executor {
     /// Starts `workers` threads named `mv-guest-N` that take jobs from a queue of `depth`.
     /// Each installs `filter` before it takes its first job; one that cannot is an error.
     pub fn start(workers: usize, depth: usize, filter: Arc<GuestFilter>) -> std::io::Result<Self> {
-        let (queue, jobs) = crossbeam_channel::bounded::<(Job, Permit)>(depth);
+        // The permits enforce the limit; the channel only has to hold every permitted job.
+        // (Sized to `depth` alone, a depth of 0 would be a rendezvous channel that refuses
+        // a job whenever no worker happens to be blocked in `recv` at that instant.)
+        let (queue, jobs) = crossbeam_channel::bounded::<(Job, Permit)>(workers + depth);
         let outstanding = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for n in 0..workers {
