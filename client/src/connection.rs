@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use megavisor_wire::doorbell::{Doorbell, Patience};
-use megavisor_wire::proto::{self, client_message, server_message, welcome};
+use megavisor_wire::proto::{self, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
 use megavisor_wire::{PROTOCOL_VERSION, frame};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -53,6 +53,33 @@ impl Default for ConnectOptions {
             transport: Transport::Ring,
             client_name: format!("megavisor-client/{}", env!("CARGO_PKG_VERSION")),
         }
+    }
+}
+
+/// The body of a `ClientMessage`, borrowed: a call is encoded straight from the caller's
+/// `Call`, so its stdin and arguments are not copied once more before they are encoded.
+enum Outgoing<'a> {
+    Call(&'a proto::Call),
+    ListTools,
+}
+
+impl Outgoing<'_> {
+    /// The `ClientMessage` with this body and `id`, encoded (fields as in `wire.proto`).
+    fn encode(&self, id: u64) -> Vec<u8> {
+        use prost::encoding::{message, uint64};
+        let mut buf = Vec::new();
+        match self {
+            Outgoing::Call(call) => {
+                buf.reserve(uint64::encoded_len(1, &id) + message::encoded_len(2, *call));
+                uint64::encode(1, &id, &mut buf);
+                message::encode(2, *call, &mut buf);
+            }
+            Outgoing::ListTools => {
+                uint64::encode(1, &id, &mut buf);
+                message::encode(3, &proto::ListTools {}, &mut buf);
+            }
+        }
+        buf
     }
 }
 
@@ -165,7 +192,7 @@ impl Client {
     /// Runs a tool and waits for its output. A tool that exits non-zero is still `Ok`; the
     /// error kinds are for calls that did not run to an exit (see [`ErrorKind`]).
     pub fn call(&self, call: &Call) -> Result<proto::Output> {
-        let id = self.send(client_message::Body::Call(call.message.clone()))?;
+        let id = self.send(Outgoing::Call(&call.message))?;
         output_of(self.inner.wait(id)?)
     }
 
@@ -176,9 +203,8 @@ impl Client {
         let future = CallFuture { slot: slot.clone() };
         // Registered before the call is sent: its reply may be received (by another
         // thread leading) before `send` even returns.
-        let body = client_message::Body::Call(call.message.clone());
         let register = |id| self.inner.register_async(id, slot.clone());
-        let sent = self.send_registered(body, Some(register));
+        let sent = self.send_registered(Outgoing::Call(&call.message), Some(register));
         if let Err(err) = sent {
             slot.complete(Err(err));
         }
@@ -187,7 +213,7 @@ impl Client {
 
     /// Lists the tools of the bundle being served.
     pub fn tools(&self) -> Result<proto::ToolList> {
-        let id = self.send(client_message::Body::ListTools(proto::ListTools {}))?;
+        let id = self.send(Outgoing::ListTools)?;
         match self.inner.wait(id)?.body {
             Some(server_message::Body::Tools(list)) => Ok(list),
             Some(server_message::Body::Failure(failure)) => Err(Error::from_failure(failure)),
@@ -196,7 +222,7 @@ impl Client {
     }
 
     /// Takes an in-flight permit, sends the message and returns its id.
-    fn send(&self, body: client_message::Body) -> Result<u64> {
+    fn send(&self, body: Outgoing<'_>) -> Result<u64> {
         self.send_registered(body, None::<fn(u64) -> Result<()>>)
     }
 
@@ -204,16 +230,12 @@ impl Client {
     /// permit is held and before the message leaves.
     fn send_registered(
         &self,
-        body: client_message::Body,
+        body: Outgoing<'_>,
         register: Option<impl FnOnce(u64) -> Result<()>>,
     ) -> Result<u64> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = proto::ClientMessage {
-            id,
-            body: Some(body),
-        }
-        .encode_to_vec();
+        let bytes = body.encode(id);
         if bytes.len() as u64 > inner.max_request_bytes {
             return Err(Error::new(
                 ErrorKind::BadRequest,
@@ -433,4 +455,30 @@ fn map_ring(accepted: &proto::Accepted, fds: Vec<OwnedFd>) -> Result<RingLink> {
         wake_server: Doorbell::from_fd(wake_server),
         wake_client: Doorbell::from_fd(wake_client),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use megavisor_wire::proto::client_message;
+
+    #[test]
+    fn borrowed_encoding_is_the_client_message_encoding() {
+        let call = crate::Call::new("wc")
+            .args(["-l"])
+            .stdin(b"a\nb\n".as_slice());
+        let expected = proto::ClientMessage {
+            id: 7,
+            body: Some(client_message::Body::Call(call.message.clone())),
+        };
+        assert_eq!(
+            Outgoing::Call(&call.message).encode(7),
+            expected.encode_to_vec()
+        );
+        let expected = proto::ClientMessage {
+            id: 8,
+            body: Some(client_message::Body::ListTools(proto::ListTools {})),
+        };
+        assert_eq!(Outgoing::ListTools.encode(8), expected.encode_to_vec());
+    }
 }

@@ -65,10 +65,7 @@ impl Link {
             }
             Link::Socket { writer } => {
                 let _guard = writer.lock().expect("writer lock");
-                let mut framed = Vec::with_capacity(4 + message.len());
-                framed.extend_from_slice(&(message.len() as u32).to_le_bytes());
-                framed.extend_from_slice(message);
-                frame::write_bytes(socket, &framed, &[])?;
+                frame::write_bytes(socket, message, &[])?;
                 Ok(())
             }
         }

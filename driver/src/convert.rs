@@ -80,6 +80,51 @@ pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<prot
     })
 }
 
+/// A core request as a wire call (the inverse of [`request`], for callers that build core
+/// requests and send them to a supervisor).
+pub fn call(request: Request) -> proto::Call {
+    proto::Call {
+        tool: Some(match request.tool {
+            ToolRef::Name(name) => call::Tool::Name(name),
+            ToolRef::Digest(digest) => call::Tool::Digest(digest),
+        }),
+        args: request.args,
+        params_json: String::new(),
+        env: request
+            .env
+            .into_iter()
+            .map(|(name, value)| proto::EnvVar { name, value })
+            .collect(),
+        stdin: request.stdin,
+        mounts: request
+            .mounts
+            .into_iter()
+            .map(|m| proto::Mount {
+                host: m.host.to_string_lossy().into_owned(),
+                guest: m.guest,
+                writable: m.access == Access::ReadWrite,
+            })
+            .collect(),
+        narrow_capabilities: request.capabilities.is_some(),
+        capabilities: request
+            .capabilities
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        limits: Some(proto::Limits {
+            memory_bytes: request.limits.memory_bytes,
+            timeout_ms: request
+                .limits
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            fuel: request.limits.fuel,
+            output_bytes: request.limits.output_bytes,
+        }),
+        execution_id: request.execution_id.unwrap_or_default(),
+    }
+}
+
 /// A core output as a wire output.
 pub fn output(output: Output) -> proto::Output {
     let Timings {

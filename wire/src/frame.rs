@@ -44,28 +44,29 @@ pub enum FrameError {
     },
 }
 
-/// Encodes `message` as one frame (length prefix included).
-pub fn encode<M: Message>(message: &M) -> Vec<u8> {
-    let len = message.encoded_len();
-    let mut buf = Vec::with_capacity(4 + len);
-    buf.extend_from_slice(&(len as u32).to_le_bytes());
-    message
-        .encode(&mut buf)
-        .expect("a Vec grows to fit any message");
-    buf
-}
-
 /// Writes `message` as one frame, passing `fds` with it.
 pub fn write<M: Message>(socket: impl AsFd, message: &M, fds: &[RawFd]) -> Result<(), FrameError> {
-    write_bytes(socket, &encode(message), fds)
+    write_bytes(socket, &message.encode_to_vec(), fds)
 }
 
-/// Writes an already encoded frame, passing `fds` with its first byte.
-pub fn write_bytes(socket: impl AsFd, frame: &[u8], fds: &[RawFd]) -> Result<(), FrameError> {
+/// Writes one frame holding the already encoded message `body`, passing `fds` with its
+/// first byte. The length prefix and the body go out together, without copying the body.
+pub fn write_bytes(socket: impl AsFd, body: &[u8], fds: &[RawFd]) -> Result<(), FrameError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            limit: MAX_FRAME_BYTES,
+        });
+    }
+    let prefix = (body.len() as u32).to_le_bytes();
     let fd = socket.as_fd().as_raw_fd();
+    let total = prefix.len() + body.len();
     let mut sent = 0;
-    while sent < frame.len() {
-        let iov = [IoSlice::new(&frame[sent..])];
+    while sent < total {
+        let iov = [
+            IoSlice::new(&prefix[sent.min(prefix.len())..]),
+            IoSlice::new(&body[sent.saturating_sub(prefix.len())..]),
+        ];
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if sent == 0 && !fds.is_empty() {
             &rights

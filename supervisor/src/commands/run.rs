@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use megavisor_client::{Call, Client};
 use megavisor_core::bundle::VerifiedBundle;
-use megavisor_core::{
-    Access, Capability, Digests, Error, Mount, Request, Result, Runtime, ToolRef,
-};
+use megavisor_core::{Access, Capability, Digests, Error, Mount, Request, Result, Runtime};
+use megavisor_driver::convert;
 
 use super::{build_request, bundle_dir, open_runtime, runtime_options, trust_policy};
 use crate::args::RunArgs;
@@ -24,48 +23,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let request = build_request(tool, tool_args, &args.invoke)?;
     if let Some(socket) = &args.socket {
-        return Ok(run_remote(socket, &request, args.invoke.json));
+        return Ok(run_remote(socket, request, args.invoke.json));
     }
     let runtime = open_runtime(&args.bundle)?;
     Ok(render::report(runtime.run(&request), args.invoke.json))
 }
 
 /// Runs the request on the supervisor listening at `socket`, over the shared-memory ring.
-fn run_remote(socket: &Path, request: &Request, as_json: bool) -> ExitCode {
+fn run_remote(socket: &Path, request: Request, as_json: bool) -> ExitCode {
+    let call = Call::from(convert::call(request));
     let outcome = Client::connect(socket)
-        .and_then(|client| client.call(&call_for(request)))
-        .map(megavisor_driver::convert::output_from_wire);
+        .and_then(|client| client.call(&call))
+        .map(convert::output_from_wire);
     render::report(outcome, as_json)
-}
-
-/// The wire form of a request built from the command line.
-fn call_for(request: &Request) -> Call {
-    let mut call = match &request.tool {
-        ToolRef::Name(name) => Call::new(name),
-        ToolRef::Digest(digest) => Call::by_digest(digest),
-    }
-    .args(request.args.iter().cloned())
-    .stdin(request.stdin.clone());
-    for (key, value) in &request.env {
-        call = call.env(key, value);
-    }
-    for mount in &request.mounts {
-        call = call.mount(
-            mount.host.to_string_lossy(),
-            &mount.guest,
-            mount.access == Access::ReadWrite,
-        );
-    }
-    if let Some(timeout) = request.limits.timeout {
-        call = call.timeout(timeout);
-    }
-    if let Some(memory) = request.limits.memory_bytes {
-        call = call.memory_bytes(memory);
-    }
-    if let Some(id) = &request.execution_id {
-        call = call.execution_id(id);
-    }
-    call
 }
 
 /// Runs a module outside the bundle, like seed 000's `wasictl`. It must be the bundle's own

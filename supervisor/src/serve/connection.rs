@@ -10,7 +10,6 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use megavisor_driver::convert;
 
@@ -126,6 +125,17 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
     let _ = connection.socket.shutdown(std::net::Shutdown::Both);
 }
 
+/// Tells a connecting client why it is refused (best effort: it may already be gone).
+pub fn refuse(socket: &UnixStream, kind: proto::ErrorKind, message: &str) {
+    let welcome = proto::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        outcome: Some(welcome::Outcome::Refused(proto::Failure::new(
+            kind, message,
+        ))),
+    };
+    let _ = frame::write(socket, &welcome, &[]);
+}
+
 /// Reads `Hello`, applies the peer policy and limits, sets up the transport, and answers.
 fn handshake(
     shared: &Shared,
@@ -134,14 +144,7 @@ fn handshake(
     label: &str,
 ) -> Result<Connection, String> {
     let refuse = |socket: &UnixStream, kind: proto::ErrorKind, message: String| {
-        let welcome = proto::Welcome {
-            protocol_version: PROTOCOL_VERSION,
-            outcome: Some(welcome::Outcome::Refused(proto::Failure::new(
-                kind,
-                message.clone(),
-            ))),
-        };
-        let _ = frame::write(socket, &welcome, &[]);
+        refuse(socket, kind, &message);
         message
     };
     if let Err(reason) = shared.config.peers.check(&peer) {
@@ -418,18 +421,13 @@ fn handle(
                 && connection.unanswered.load(Ordering::SeqCst) == 1;
             let job_connection = connection.clone();
             let job: executor::Job = Box::new(move |permit| {
-                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.run(&request)));
-                drop(permit);
-                let body = match ran {
-                    Ok(Ok(output)) => server_message::Body::Output(convert::output(output)),
-                    Ok(Err(err)) => server_message::Body::Failure(convert::failure(&err)),
-                    Err(_) => {
-                        error!("{}: call {id} panicked in the engine", job_connection.label);
-                        server_message::Body::Failure(proto::Failure::new(
-                            proto::ErrorKind::Internal,
-                            "the supervisor failed while running this call (a bug: see its log)",
-                        ))
-                    }
+                let body = match super::run_call(&runtime, &request, permit) {
+                    Some(Ok(output)) => server_message::Body::Output(convert::output(output)),
+                    Some(Err(err)) => server_message::Body::Failure(convert::failure(&err)),
+                    None => server_message::Body::Failure(proto::Failure::new(
+                        proto::ErrorKind::Internal,
+                        "the supervisor failed while running this call (a bug: see its log)",
+                    )),
                 };
                 job_connection.answer(proto::ServerMessage {
                     id,
@@ -450,13 +448,7 @@ fn handle(
             if let Err(busy) = submitted {
                 reply_failure(proto::Failure::new(
                     proto::ErrorKind::Busy,
-                    format!(
-                        "supervisor busy: {} calls running or queued, the limit is {} (--max-concurrency {} plus --queue-depth {}); retry later",
-                        busy.outstanding,
-                        shared.config.max_concurrency as usize + shared.config.queue_depth,
-                        shared.config.max_concurrency,
-                        shared.config.queue_depth
-                    ),
+                    busy.to_string(),
                 ));
             }
         }
@@ -549,10 +541,7 @@ impl Connection {
             }
             Link::Socket { writer } => {
                 let _guard = writer.lock().expect("socket writer lock");
-                let mut framed = Vec::with_capacity(4 + bytes.len());
-                framed.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                framed.extend_from_slice(&bytes);
-                frame::write_bytes(&self.socket, &framed, &[]).map_err(|e| e.to_string())
+                frame::write_bytes(&self.socket, &bytes, &[]).map_err(|e| e.to_string())
             }
         };
         if let Err(reason) = sent {

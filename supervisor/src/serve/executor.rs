@@ -33,10 +33,16 @@ impl Drop for Permit {
 }
 
 /// The pool could not take a job.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "supervisor busy: {in_use} calls running or queued, the limit is {} (--max-concurrency {workers} plus --queue-depth {depth}); retry later",
+    workers + depth
+)]
 pub struct Busy {
     /// Calls queued or running when it was refused.
-    pub outstanding: usize,
+    pub in_use: usize,
+    workers: usize,
+    depth: usize,
 }
 
 /// Fixed worker threads, each under the guest seccomp filter.
@@ -46,7 +52,8 @@ pub struct Executor {
     in_use: Arc<AtomicUsize>,
     /// Calls not yet answered.
     outstanding: Arc<AtomicUsize>,
-    capacity: usize,
+    workers: usize,
+    depth: usize,
 }
 
 impl Executor {
@@ -89,7 +96,8 @@ impl Executor {
             queue,
             in_use: Arc::new(AtomicUsize::new(0)),
             outstanding,
-            capacity: workers + depth,
+            workers,
+            depth,
         })
     }
 
@@ -110,9 +118,7 @@ impl Executor {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 // The permit came back inside the error and is dropped with it.
                 self.outstanding.fetch_sub(1, Ordering::AcqRel);
-                Err(Busy {
-                    outstanding: before,
-                })
+                Err(self.busy(before))
             }
         }
     }
@@ -121,13 +127,19 @@ impl Executor {
     fn reserve(&self) -> Result<(Permit, usize), Busy> {
         let before = self.in_use.fetch_add(1, Ordering::AcqRel);
         let permit = Permit(self.in_use.clone());
-        if before >= self.capacity {
-            return Err(Busy {
-                outstanding: before,
-            });
+        if before >= self.workers + self.depth {
+            return Err(self.busy(before));
         }
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         Ok((permit, before))
+    }
+
+    fn busy(&self, in_use: usize) -> Busy {
+        Busy {
+            in_use,
+            workers: self.workers,
+            depth: self.depth,
+        }
     }
 
     /// Calls queued or running.

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,26 +99,13 @@ impl RuntimeDriver for Driver {
         self.shared
             .executor
             .submit(Box::new(move |permit| {
-                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job_runtime.run(&call)));
-                drop(permit);
-                let _ = done.send(ran);
+                let _ = done.send(super::run_call(&job_runtime, &call, permit));
             }))
-            .map_err(|busy| {
-                status(
-                    Code::ResourceExhausted,
-                    "busy",
-                    format!(
-                        "supervisor busy: {} calls running or queued (--max-concurrency {} plus --queue-depth {}); retry later",
-                        busy.outstanding,
-                        self.shared.config.max_concurrency,
-                        self.shared.config.queue_depth
-                    ),
-                )
-            })?;
+            .map_err(|busy| status(Code::ResourceExhausted, "busy", busy.to_string()))?;
         match outcome.await {
-            Ok(Ok(Ok(output))) => Ok(tonic::Response::new(reply(output, full_output))),
-            Ok(Ok(Err(err))) => Err(error_status(&err)),
-            Ok(Err(_)) | Err(_) => Err(status(
+            Ok(Some(Ok(output))) => Ok(tonic::Response::new(reply(output, full_output))),
+            Ok(Some(Err(err))) => Err(error_status(&err)),
+            Ok(None) | Err(_) => Err(status(
                 Code::Internal,
                 "internal",
                 "the supervisor failed while running this call (a bug: see its log)".into(),

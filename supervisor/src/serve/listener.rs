@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use megavisor_core::{Error, Result};
+use megavisor_wire::proto;
 use nix::sys::stat::{Mode, umask};
 use tracing::{info, warn};
 
@@ -73,7 +74,14 @@ pub fn spawn_acceptor(shared: Arc<Shared>, listener: UnixListener) -> std::io::R
                         "client {number} refused: {} clients connected",
                         shared.config.max_clients
                     );
-                    refuse_busy(&stream, shared.config.max_clients);
+                    connection::refuse(
+                        &stream,
+                        proto::ErrorKind::Busy,
+                        &format!(
+                            "the supervisor serves at most {} clients (--max-clients)",
+                            shared.config.max_clients
+                        ),
+                    );
                     continue;
                 }
                 clients.fetch_add(1, Ordering::AcqRel);
@@ -92,16 +100,4 @@ pub fn spawn_acceptor(shared: Arc<Shared>, listener: UnixListener) -> std::io::R
             }
         })?;
     Ok(())
-}
-
-fn refuse_busy(stream: &UnixStream, limit: usize) {
-    use megavisor_wire::proto;
-    let welcome = proto::Welcome {
-        protocol_version: megavisor_wire::PROTOCOL_VERSION,
-        outcome: Some(proto::welcome::Outcome::Refused(proto::Failure::new(
-            proto::ErrorKind::Busy,
-            format!("the supervisor serves at most {limit} clients (--max-clients)"),
-        ))),
-    };
-    let _ = megavisor_wire::frame::write(stream, &welcome, &[]);
 }

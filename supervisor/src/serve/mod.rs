@@ -220,6 +220,22 @@ fn drain(shared: &Shared) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs a call on the engine, then frees its place in the pool before anything is sent back
+/// (see `executor`). `None` when the engine panicked: a bug, logged here, that costs only
+/// this call.
+fn run_call(
+    runtime: &Runtime,
+    request: &megavisor_core::Request,
+    permit: executor::Permit,
+) -> Option<Result<megavisor_core::Output>> {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.run(request)));
+    drop(permit);
+    if ran.is_err() {
+        error!("the engine panicked running {:?}", request.tool);
+    }
+    ran.ok()
+}
+
 fn internal(action: &'static str, err: impl std::fmt::Display) -> Error {
     Error::Io {
         path: PathBuf::from("megavisor serve"),
