@@ -101,13 +101,18 @@ pub unsafe extern "C" fn driver_open_embedded(
     out: *mut *mut Driver,
 ) -> DriverStatus {
     guard(|| {
+        let set_up = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build");
+        let mut options =
+            EmbeddedOptions::from_env_or(set_up.join("bundle"), set_up.join("keys/megavisor.pub"));
         // SAFETY: the caller passes NULL or valid C strings.
-        let bundle = unsafe { optional_path(bundle, "bundle") }?
-            .unwrap_or_else(|| default_path("MEGAVISOR_BUNDLE", "bundle"));
+        if let Some(bundle) = unsafe { optional_path(bundle, "bundle") }? {
+            options.bundle = bundle;
+        }
         // SAFETY: as above.
-        let key = unsafe { optional_path(trusted_key, "trusted_key") }?
-            .unwrap_or_else(|| default_path("MEGAVISOR_TRUSTED_KEY", "keys/megavisor.pub"));
-        let driver = Inner::embedded(&EmbeddedOptions::new(bundle, key)).map_err(failed)?;
+        if let Some(key) = unsafe { optional_path(trusted_key, "trusted_key") }? {
+            options.trusted_keys = vec![key];
+        }
+        let driver = Inner::embedded(&options).map_err(failed)?;
         // SAFETY: `out` is writable (checked non-NULL).
         unsafe { store(out, Driver(driver)) }
     })
@@ -354,18 +359,6 @@ unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf
     }
     // SAFETY: non-NULL and NUL-terminated by the caller's contract.
     Ok(Some(PathBuf::from(unsafe { text(ptr, what) }?)))
-}
-
-/// `$VAR`, else `<checkout>/build/<relative>` (where `make setup` puts the default bundle).
-fn default_path(var: &str, relative: &str) -> PathBuf {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../build")
-                .join(relative)
-        })
 }
 
 unsafe fn call_from(request: &DriverRequest) -> Result<Call, Failure> {

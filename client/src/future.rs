@@ -18,7 +18,11 @@ impl AsyncSlot {
     pub(crate) fn complete(&self, result: Result<Output>) {
         let mut state = self.state.lock().expect("async slot lock");
         state.0 = Some(result);
-        if let Some(waker) = state.1.take() {
+        let waker = state.1.take();
+        // Woken after the lock is released: a waker may poll the future at once, which
+        // takes this lock again.
+        drop(state);
+        if let Some(waker) = waker {
             waker.wake();
         }
     }

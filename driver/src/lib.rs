@@ -9,13 +9,27 @@
 //! modes: an embedded call is converted to the engine's request and its result back, by
 //! [`convert`], the one place that knows both the wire messages and the engine's types
 //! (the supervisor uses it too).
+//!
+//! Calls run either on the calling thread ([`Driver::run`]) or in the background
+//! ([`Driver::run_async`]), which hands the result to a callback: the one mechanism under
+//! Python's `arun` and Node's promises.
 
 pub mod convert;
+mod completion;
+mod workers;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub use megavisor_client::{Call, Client, Error, ErrorKind, Output, Result, Tool, ToolList};
 use megavisor_core::{EngineOptions, Runtime, RuntimeOptions, TrustPolicy};
+
+use workers::Workers;
+
+/// The environment variable naming the bundle an embedded driver opens by default.
+pub const BUNDLE_ENV: &str = "MEGAVISOR_BUNDLE";
+/// The environment variable naming the public key an embedded driver trusts by default.
+pub const TRUSTED_KEY_ENV: &str = "MEGAVISOR_TRUSTED_KEY";
 
 /// Where an embedded driver finds its bundle and whom it trusts.
 #[derive(Debug, Clone)]
@@ -37,13 +51,31 @@ impl EmbeddedOptions {
             max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
         }
     }
+
+    /// The bundle and key a binding opens when its caller names none: `$MEGAVISOR_BUNDLE`
+    /// and `$MEGAVISOR_TRUSTED_KEY` where set, else the binding's own default (the bundle
+    /// shipped inside its package).
+    pub fn from_env_or(bundle: impl Into<PathBuf>, trusted_key: impl Into<PathBuf>) -> Self {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        Self::new(
+            var(BUNDLE_ENV).map_or_else(|| bundle.into(), PathBuf::from),
+            var(TRUSTED_KEY_ENV).map_or_else(|| trusted_key.into(), PathBuf::from),
+        )
+    }
 }
 
 /// A megavisor to run tools on, embedded or connected. Safe to share across threads.
-pub enum Driver {
-    /// The engine in this process.
-    Embedded(Box<Runtime>),
-    /// A running supervisor.
+pub struct Driver {
+    mode: Mode,
+}
+
+enum Mode {
+    Embedded {
+        runtime: Arc<Runtime>,
+        /// Threads for [`Driver::run_async`], started on its first use.
+        workers: Mutex<Option<Workers>>,
+        max_concurrency: u32,
+    },
     Connected(Client),
 }
 
@@ -51,47 +83,90 @@ impl Driver {
     /// Verifies and loads a bundle in this process.
     pub fn embedded(options: &EmbeddedOptions) -> Result<Self> {
         let policy = TrustPolicy::from_key_files(&options.trusted_keys).map_err(core_error)?;
+        let max_concurrency = options.max_concurrency.max(1);
         let runtime_options = RuntimeOptions {
             engine: EngineOptions {
-                max_concurrency: options.max_concurrency.max(1),
+                max_concurrency,
                 ..EngineOptions::default()
             },
             ..RuntimeOptions::default()
         };
-        Runtime::open(&options.bundle, &policy, runtime_options)
-            .map(|runtime| Driver::Embedded(Box::new(runtime)))
-            .map_err(core_error)
+        let runtime = Runtime::open(&options.bundle, &policy, runtime_options).map_err(core_error)?;
+        Ok(Driver {
+            mode: Mode::Embedded {
+                runtime: Arc::new(runtime),
+                workers: Mutex::new(None),
+                max_concurrency,
+            },
+        })
     }
 
     /// Connects to the supervisor at `socket`, or at [`Client::default_socket`].
     pub fn connect(socket: Option<&Path>) -> Result<Self> {
         let socket = socket.map_or_else(Client::default_socket, Path::to_owned);
-        Client::connect(socket).map(Driver::Connected)
+        let client = Client::connect(socket)?;
+        Ok(Driver {
+            mode: Mode::Connected(client),
+        })
     }
 
-    /// Runs a tool. A tool that exits non-zero is `Ok`; errors are for calls that did not run
-    /// to an exit (see [`ErrorKind`]).
+    /// True for an embedded driver, false for a connected one.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.mode, Mode::Embedded { .. })
+    }
+
+    /// Runs a tool on the calling thread. A tool that exits non-zero is `Ok`; errors are for
+    /// calls that did not run to an exit (see [`ErrorKind`]).
     pub fn run(&self, call: &Call) -> Result<Output> {
-        match self {
-            Driver::Embedded(runtime) => {
-                let request = convert::request(runtime, call.message().clone())
-                    .map_err(|failure| Error::from_failure(*failure))?;
-                runtime
-                    .run(&request)
-                    .map(convert::output)
-                    .map_err(core_error)
+        match &self.mode {
+            Mode::Embedded { runtime, .. } => run_embedded(runtime, call),
+            Mode::Connected(client) => client.call(call),
+        }
+    }
+
+    /// Starts a tool and returns at once; `done` gets the result on another thread (a worker
+    /// of this driver when embedded, the client's receiving thread when connected), so it
+    /// should hand the result on rather than do slow work itself.
+    pub fn run_async(&self, call: Call, done: impl FnOnce(Result<Output>) + Send + 'static) {
+        match &self.mode {
+            Mode::Embedded {
+                runtime,
+                workers,
+                max_concurrency,
+            } => {
+                let mut workers = workers.lock().expect("driver workers lock");
+                if workers.is_none() {
+                    match Workers::start(runtime, *max_concurrency) {
+                        Ok(started) => *workers = Some(started),
+                        Err(err) => {
+                            let message = format!("cannot start the driver's threads: {err}");
+                            return done(Err(Error::new(ErrorKind::Internal, message)));
+                        }
+                    }
+                }
+                workers.as_ref().expect("started above").submit(call, Box::new(done));
             }
-            Driver::Connected(client) => client.call(call),
+            Mode::Connected(client) => completion::on_ready(client.call_async(&call), done),
         }
     }
 
     /// The tools this driver can run.
     pub fn tools(&self) -> Result<ToolList> {
-        match self {
-            Driver::Embedded(runtime) => Ok(convert::tool_list(runtime)),
-            Driver::Connected(client) => client.tools(),
+        match &self.mode {
+            Mode::Embedded { runtime, .. } => Ok(convert::tool_list(runtime)),
+            Mode::Connected(client) => client.tools(),
         }
     }
+}
+
+/// Runs a call on the engine of this process.
+fn run_embedded(runtime: &Runtime, call: &Call) -> Result<Output> {
+    let request = convert::request(runtime, call.message().clone())
+        .map_err(|failure| Error::from_failure(*failure))?;
+    runtime
+        .run(&request)
+        .map(convert::output)
+        .map_err(core_error)
 }
 
 /// An engine error as the client's error (same kind, message and partial output).

@@ -1,0 +1,103 @@
+/** Where a call's time went, in microseconds. */
+export interface Timings {
+  queueUs: number;
+  instantiateUs: number;
+  runUs: number;
+  totalUs: number;
+}
+
+/** The outcome of a call that ran to an exit (a non-zero exit code is still a result). */
+export interface RunResult {
+  tool: string;
+  exitCode: number;
+  /** True when the tool exited 0. */
+  ok: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** The last 8 KiB of each stream. */
+  stdoutTail: Buffer;
+  stderrTail: Buffer;
+  /** Bytes written in all (more than `stdout.length` when cut at the limit). */
+  stdoutTotal: number;
+  stderrTotal: number;
+  /** Artifacts the tool reported: name to path or value. */
+  artifacts: Record<string, string>;
+  timings: Timings;
+  executionId?: string;
+  /** True when replayed from the idempotency cache. */
+  cached: boolean;
+}
+
+export interface RunOptions {
+  /** Bytes (or text, as UTF-8) for the tool's stdin. */
+  stdin?: Buffer | Uint8Array | string;
+  /** Environment variables, each allowed by one of the tool's `env:` capabilities. */
+  env?: Record<string, string>;
+  /** Time limit in milliseconds. */
+  timeout?: number;
+  /** Memory limit in bytes. */
+  memory?: number;
+  /** Idempotency key: a call repeated with the same id replays the first result. */
+  executionId?: string;
+  /** Arguments as an object, rendered to argv and stdin through the tool's schema. */
+  params?: Record<string, unknown>;
+}
+
+/** A tool of the bundle: what an agent framework needs to offer it to a model. */
+export interface Tool {
+  name: string;
+  description: string;
+  /** JSON Schema of the arguments, with megavisor's `x-argv` rendering hints. */
+  schema: Record<string, unknown>;
+  /** Capabilities it declares, e.g. `fs:read:/data/**`. */
+  capabilities: string[];
+  memoryBytes: number;
+  timeoutMs: number;
+}
+
+export type ErrorKind =
+  | 'hash_mismatch' | 'bad_signature' | 'tool_not_found' | 'not_allowed' | 'timeout'
+  | 'memory_limit' | 'trap' | 'bad_request' | 'internal' | 'busy' | 'shutting_down'
+  | 'connection_lost' | 'protocol';
+
+export type ErrorCode = Uppercase<ErrorKind>;
+
+/** A call that did not run to an exit, or a driver that could not be opened. */
+export class MegavisorError extends Error {
+  /** The stable snake-case kind, as in every megavisor binding. */
+  readonly kind: ErrorKind;
+  /** The kind in upper case: `TIMEOUT`, `HASH_MISMATCH`, ... */
+  readonly code: ErrorCode;
+  /** What the tool wrote before it was stopped (timeout, memory limit, trap), or null. */
+  readonly partial: RunResult | null;
+}
+
+/** An embedded or connected megavisor. */
+export class Driver {
+  private constructor();
+  readonly mode: 'embedded' | 'connected';
+  /** Runs a tool without blocking the event loop; rejects with a `MegavisorError`. */
+  run(tool: string, args?: string[], options?: RunOptions): Promise<RunResult>;
+  /** Runs a tool and waits for it on this thread; throws a `MegavisorError`. */
+  runSync(tool: string, args?: string[], options?: RunOptions): RunResult;
+  /** The tools this driver can run. */
+  tools(): Tool[];
+}
+
+export interface EmbeddedOptions {
+  /** The bundle directory (default: $MEGAVISOR_BUNDLE, else the bundle shipped here). */
+  bundle?: string;
+  /** The public key it must be signed with (default: $MEGAVISOR_TRUSTED_KEY, else its own). */
+  trustedKey?: string;
+  /** Calls that may run at once in this process (default: one per core). */
+  maxConcurrency?: number;
+}
+
+/** Verifies a bundle and loads it into this process. Throws `HASH_MISMATCH`, `BAD_SIGNATURE`, ... */
+export function embedded(options?: EmbeddedOptions): Driver;
+/** Connects to a running supervisor (default: $MEGAVISOR_SOCKET, else the default socket). */
+export function connect(socket?: string): Driver;
+
+export const KINDS: readonly ErrorKind[];
+export const DEFAULT_BUNDLE: string;
+export const DEFAULT_TRUSTED_KEY: string;

@@ -1,0 +1,141 @@
+'use strict';
+/**
+ * megavisor: run WebAssembly tools in microseconds, each call in a fresh sandbox.
+ *
+ *   const { embedded, connect } = require('megavisor');
+ *   const r = await embedded().run('echo', ['hello']);   // r.exitCode, r.stdout (Buffer), ...
+ *
+ * Two drivers with the same methods, results and errors: `embedded()` runs the engine in
+ * this process on the bundle shipped in this package; `connect()` talks to a running
+ * `megavisor serve` through its shared-memory ring. `run` never blocks the event loop;
+ * `runSync` waits on the calling thread.
+ */
+
+const path = require('node:path');
+const native = loadAddon();
+
+function loadAddon() {
+  try {
+    return require('./megavisor.node');
+  } catch (err) {
+    if (err.code !== 'MODULE_NOT_FOUND') throw err;
+    throw new Error(`megavisor: ${path.join(__dirname, 'megavisor.node')} is missing: this package is built from the megavisor repository with \`make node-package\``);
+  }
+}
+
+/** The bundle shipped in this package ($MEGAVISOR_BUNDLE overrides it). */
+const DEFAULT_BUNDLE = path.join(__dirname, 'bundle');
+/** The key that signed it, beside it: a key inside the bundle it verifies is never trusted. */
+const DEFAULT_TRUSTED_KEY = path.join(__dirname, 'bundle.pub');
+
+/** Error codes by kind, as `err.code` (`TIMEOUT`, `HASH_MISMATCH`, ...). */
+const KINDS = [
+  'hash_mismatch', 'bad_signature', 'tool_not_found', 'not_allowed', 'timeout',
+  'memory_limit', 'trap', 'bad_request', 'internal', 'busy', 'shutting_down',
+  'connection_lost', 'protocol',
+];
+
+/** A call that did not run to an exit, or a driver that could not be opened. */
+class MegavisorError extends Error {
+  constructor(kind, message, partial) {
+    super(message);
+    this.name = 'MegavisorError';
+    /** The stable snake-case kind, as in every megavisor binding. */
+    this.kind = kind;
+    /** The kind in upper case: `TIMEOUT`, `HASH_MISMATCH`, ... */
+    this.code = kind.toUpperCase();
+    /** What the tool wrote before it was stopped (timeout, memory limit, trap), or null. */
+    this.partial = partial ?? null;
+  }
+}
+
+function failure(error) {
+  const kind = KINDS.includes(error.kind) ? error.kind : 'internal';
+  return new MegavisorError(kind, error.message, error.partial);
+}
+
+function settle(outcome) {
+  if (outcome.error) throw failure(outcome.error);
+  return outcome.result;
+}
+
+function nativeOptions(options) {
+  if (options === undefined || options === null) return undefined;
+  if (typeof options !== 'object') throw new TypeError('options must be an object');
+  const { stdin, env, timeout, memory, executionId, params } = options;
+  return {
+    stdin: typeof stdin === 'string' ? Buffer.from(stdin) : stdin,
+    env,
+    timeout,
+    memory,
+    executionId,
+    paramsJson: params === undefined ? undefined : JSON.stringify(params),
+  };
+}
+
+function argv(args) {
+  if (args === undefined) return [];
+  if (!Array.isArray(args)) throw new TypeError('args must be an array of strings');
+  return args;
+}
+
+/** An embedded or connected megavisor. Safe to use from any number of concurrent calls. */
+class Driver {
+  #native;
+
+  /** @internal Use `embedded()` or `connect()`. */
+  constructor(nativeDriver) {
+    this.#native = nativeDriver;
+  }
+
+  /** `'embedded'` or `'connected'`. */
+  get mode() {
+    return this.#native.mode;
+  }
+
+  /** Runs a tool without blocking the event loop; rejects with a `MegavisorError`. */
+  async run(tool, args, options) {
+    return settle(await this.#native.run(tool, argv(args), nativeOptions(options)));
+  }
+
+  /** Runs a tool and waits for it on this thread; throws a `MegavisorError`. */
+  runSync(tool, args, options) {
+    return settle(this.#native.runSync(tool, argv(args), nativeOptions(options)));
+  }
+
+  /** The tools this driver can run, each with its description and argument schema. */
+  tools() {
+    const outcome = this.#native.tools();
+    if (outcome.error) throw failure(outcome.error);
+    return outcome.tools.map((tool) => ({
+      name: tool.name,
+      description: tool.description,
+      schema: JSON.parse(tool.schemaJson),
+      capabilities: tool.capabilities,
+      memoryBytes: tool.memoryBytes,
+      timeoutMs: tool.timeoutMs,
+    }));
+  }
+}
+
+function opened(result) {
+  if (result instanceof native.Driver) return new Driver(result);
+  throw failure(result);
+}
+
+/**
+ * Verifies a bundle and loads it into this process: `options.bundle` (else
+ * $MEGAVISOR_BUNDLE, else the bundle shipped here), trusting `options.trustedKey` (else
+ * $MEGAVISOR_TRUSTED_KEY, else the key that signed the shipped bundle).
+ */
+function embedded(options = {}) {
+  const { bundle, trustedKey, maxConcurrency } = options;
+  return opened(native.Driver.embedded(bundle, trustedKey, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY, maxConcurrency));
+}
+
+/** Connects to a running supervisor at `socket` (else $MEGAVISOR_SOCKET, else the default). */
+function connect(socket) {
+  return opened(native.Driver.connect(socket));
+}
+
+module.exports = { embedded, connect, Driver, MegavisorError, KINDS, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY };

@@ -1,0 +1,178 @@
+//! The native addon of the `megavisor` Node package (napi-rs).
+//!
+//! It wraps [`megavisor_driver`] (embedded or connected, one API) and nothing else: no
+//! protocol code of its own. Calls return an *outcome* (a result, or an error's kind,
+//! message and partial output) instead of throwing, and `index.js` turns failed outcomes
+//! into the package's typed `MegavisorError`s, so both calling styles share one error path.
+
+mod outcome;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use megavisor_driver::{Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind};
+use napi::bindgen_prelude::{Buffer, Either, Object};
+use napi::{Env, Result};
+use napi_derive::napi;
+
+use outcome::{Failure, Outcome, ToolInfo, ToolsOutcome};
+
+/// What a call may carry beside its tool and arguments.
+#[napi(object)]
+pub struct RunOptions {
+    /// Bytes for the tool's stdin.
+    pub stdin: Option<Buffer>,
+    /// Environment variables, each allowed by one of the tool's `env:` capabilities.
+    pub env: Option<HashMap<String, String>>,
+    /// Time limit in milliseconds.
+    pub timeout: Option<f64>,
+    /// Memory limit in bytes.
+    pub memory: Option<f64>,
+    /// Idempotency key: a call repeated with the same id replays the first result.
+    pub execution_id: Option<String>,
+    /// Arguments as JSON, rendered to argv and stdin through the tool's schema.
+    pub params_json: Option<String>,
+}
+
+/// An embedded or connected driver.
+#[napi]
+pub struct Driver {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[napi]
+impl Driver {
+    /// Verifies a bundle and loads it into this process: `bundle` and `trustedKey`, else
+    /// `$MEGAVISOR_BUNDLE` and `$MEGAVISOR_TRUSTED_KEY`, else the package's own.
+    #[napi]
+    pub fn embedded(
+        bundle: Option<String>,
+        trusted_key: Option<String>,
+        default_bundle: String,
+        default_key: String,
+        max_concurrency: Option<u32>,
+    ) -> Either<Driver, Failure> {
+        let mut options = EmbeddedOptions::from_env_or(default_bundle, default_key);
+        if let Some(bundle) = bundle {
+            options.bundle = PathBuf::from(bundle);
+        }
+        if let Some(key) = trusted_key {
+            options.trusted_keys = vec![PathBuf::from(key)];
+        }
+        if let Some(max) = max_concurrency {
+            options.max_concurrency = max;
+        }
+        opened(Inner::embedded(&options))
+    }
+
+    /// Connects to a running supervisor at `socket`, else `$MEGAVISOR_SOCKET`, else the
+    /// default socket.
+    #[napi]
+    pub fn connect(socket: Option<String>) -> Either<Driver, Failure> {
+        let socket = socket.map(PathBuf::from);
+        opened(Inner::connect(socket.as_deref()))
+    }
+
+    /// `"embedded"` or `"connected"`.
+    #[napi(getter)]
+    pub fn mode(&self) -> &'static str {
+        if self.inner.is_embedded() {
+            "embedded"
+        } else {
+            "connected"
+        }
+    }
+
+    /// Runs a tool on the calling (JavaScript) thread.
+    #[napi]
+    pub fn run_sync(&self, tool: String, args: Vec<String>, options: Option<RunOptions>) -> Outcome {
+        match call(tool, args, options) {
+            Ok(call) => Outcome::from(self.inner.run(&call)),
+            Err(err) => Outcome::from(Err(err)),
+        }
+    }
+
+    /// Starts a tool and returns a promise of its outcome; the event loop never waits for it.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn run<'env>(
+        &self,
+        env: &'env Env,
+        tool: String,
+        args: Vec<String>,
+        options: Option<RunOptions>,
+    ) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred()?;
+        let settle = move |result| deferred.resolve(move |_| Ok(Outcome::from(result)));
+        match call(tool, args, options) {
+            Ok(call) => self.inner.run_async(call, settle),
+            Err(err) => settle(Err(err)),
+        }
+        Ok(promise)
+    }
+
+    /// The tools this driver can run.
+    #[napi]
+    pub fn tools(&self) -> ToolsOutcome {
+        ToolsOutcome::from(
+            self.inner
+                .tools()
+                .map(|list| list.tools.into_iter().map(ToolInfo::from).collect()),
+        )
+    }
+}
+
+/// A driver just opened, or why it could not be.
+fn opened(driver: megavisor_driver::Result<Inner>) -> Either<Driver, Failure> {
+    match driver {
+        Ok(inner) => Either::A(Driver {
+            inner: std::sync::Arc::new(inner),
+        }),
+        Err(err) => Either::B(err.into()),
+    }
+}
+
+/// A call from the JavaScript arguments; out-of-range limits are `bad_request`.
+fn call(
+    tool: String,
+    args: Vec<String>,
+    options: Option<RunOptions>,
+) -> megavisor_driver::Result<Call> {
+    let mut call = Call::new(tool).args(args);
+    let Some(options) = options else {
+        return Ok(call);
+    };
+    if let Some(stdin) = options.stdin {
+        call = call.stdin(stdin.to_vec());
+    }
+    // Sorted, so the same variables make the same request (idempotency compares requests).
+    let mut env: Vec<_> = options.env.unwrap_or_default().into_iter().collect();
+    env.sort();
+    for (name, value) in env {
+        call = call.env(name, value);
+    }
+    if let Some(ms) = options.timeout {
+        let timeout = Some(ms / 1000.0)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| bad_request(format!("timeout must be a positive number of milliseconds, not {ms}")))?;
+        call = call.timeout(timeout);
+    }
+    if let Some(bytes) = options.memory {
+        if !(bytes.is_finite() && bytes >= 1.0 && bytes.fract() == 0.0) {
+            return Err(bad_request(format!("memory must be a positive whole number of bytes, not {bytes}")));
+        }
+        call = call.memory_bytes(bytes as u64);
+    }
+    if let Some(id) = options.execution_id {
+        call = call.execution_id(id);
+    }
+    if let Some(json) = options.params_json {
+        call = call.params_json(json);
+    }
+    Ok(call)
+}
+
+fn bad_request(message: String) -> Error {
+    Error::new(ErrorKind::BadRequest, message)
+}

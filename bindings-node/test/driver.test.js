@@ -1,0 +1,112 @@
+'use strict';
+// The installed `megavisor` package, embedded and connected, against real components.
+
+const { test, describe, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const megavisor = require('megavisor');
+const { KEY, TEST_BUNDLE, startSupervisor } = require('./helpers.js');
+
+test('the default bundle ships inside the package', () => {
+  const pkg = path.dirname(require.resolve('megavisor'));
+  assert.equal(megavisor.DEFAULT_BUNDLE, path.join(pkg, 'bundle'));
+  assert.ok(fs.existsSync(path.join(pkg, 'bundle', 'manifest.json')));
+  assert.ok(fs.existsSync(path.join(pkg, 'bundle', 'megabin.cwasm')));
+  assert.ok(fs.existsSync(megavisor.DEFAULT_TRUSTED_KEY));
+});
+
+for (const mode of ['embedded', 'connected']) {
+  describe(`${mode} driver`, () => {
+    let supervisor;
+    let testSupervisor;
+    let driver;
+    let testDriver;
+    before(async () => {
+      supervisor = await startSupervisor(path.join(megavisor.DEFAULT_BUNDLE));
+      testSupervisor = await startSupervisor(TEST_BUNDLE);
+      driver = mode === 'embedded' ? megavisor.embedded() : megavisor.connect(supervisor.socket);
+      testDriver = mode === 'embedded'
+        ? megavisor.embedded({ bundle: TEST_BUNDLE, trustedKey: KEY })
+        : megavisor.connect(testSupervisor.socket);
+    });
+    after(() => {
+      supervisor.stop();
+      testSupervisor.stop();
+    });
+
+    test('run resolves to output, exit code and timings', async () => {
+      assert.equal(driver.mode, mode);
+      const r = await driver.run('echo', ['hello', 'world']);
+      assert.equal(r.exitCode, 0);
+      assert.equal(r.ok, true);
+      assert.ok(Buffer.isBuffer(r.stdout));
+      assert.equal(r.stdout.toString(), 'hello world\n');
+      assert.equal(r.stderr.length, 0);
+      assert.equal(r.stdoutTotal, 12);
+      assert.ok(r.timings.totalUs >= r.timings.runUs && r.timings.runUs > 0);
+      assert.equal(r.cached, false);
+    });
+
+    test('runSync, stdin and a non-zero exit', () => {
+      assert.equal(driver.runSync('wc', ['-l'], { stdin: Buffer.from('a\nb\nc\n') }).stdout.toString().trim(), '3');
+      assert.equal(driver.runSync('wc', ['-l'], { stdin: 'x\n' }).stdout.toString().trim(), '1');
+      const failed = driver.runSync('false');
+      assert.equal(failed.exitCode, 1);
+      assert.equal(failed.ok, false);
+    });
+
+    test('params are rendered through the schema', async () => {
+      const r = await driver.run('wc', [], { params: { lines: true, stdin: 'x\ny\n' } });
+      assert.equal(r.stdout.toString().trim(), '2');
+    });
+
+    test('an execution id replays from the cache', async () => {
+      const executionId = `node-${mode}-${process.hrtime.bigint()}`;
+      const first = await driver.run('echo', ['once'], { executionId });
+      const again = await driver.run('echo', ['once'], { executionId });
+      assert.deepEqual([first.cached, again.cached], [false, true]);
+      assert.equal(again.executionId, executionId);
+      assert.equal(again.stdout.toString(), 'once\n');
+    });
+
+    test('tools have a name, description and schema', () => {
+      const tools = new Map(driver.tools().map((t) => [t.name, t]));
+      for (const name of ['true', 'echo', 'wc', 'calc']) assert.ok(tools.has(name), name);
+      assert.deepEqual(tools.get('calc').schema.required, ['expression']);
+      assert.ok(tools.get('calc').description.length > 0);
+      assert.ok(tools.get('calc').timeoutMs > 0);
+    });
+
+    test('artifacts reach JavaScript', async () => {
+      const r = await testDriver.run('artifacts');
+      assert.equal(r.artifacts.report, '/out/report.txt');
+      assert.equal(r.artifacts.count, '2');
+    });
+
+    test('many concurrent calls each get their own reply', async () => {
+      const payloads = Array.from({ length: 300 }, (_, i) => `payload-${mode}-${i}`);
+      const results = await Promise.all(payloads.map((p) => driver.run('cat', [], { stdin: p })));
+      assert.deepEqual(results.map((r) => r.stdout.toString()), payloads);
+    });
+
+    test('run never blocks the event loop', async () => {
+      let ticks = 0;
+      const timer = setInterval(() => { ticks += 1; }, 5);
+      await testDriver.run('spin', ['300']);
+      clearInterval(timer);
+      assert.ok(ticks >= 20, `the event loop ticked only ${ticks} times during a 300 ms call`);
+    });
+  });
+}
+
+test('connect() uses MEGAVISOR_SOCKET', async () => {
+  const supervisor = await startSupervisor();
+  process.env.MEGAVISOR_SOCKET = supervisor.socket;
+  try {
+    assert.equal(megavisor.connect().runSync('args', ['x']).stdout.toString().split('\n')[1], 'x');
+  } finally {
+    delete process.env.MEGAVISOR_SOCKET;
+    supervisor.stop();
+  }
+});

@@ -1,0 +1,189 @@
+"""megavisor: run WebAssembly tools in microseconds, each call in a fresh sandbox.
+
+Two drivers with the same methods, results and exceptions::
+
+    import megavisor
+
+    eng = megavisor.embedded()     # the engine in this process, on the bundle shipped here
+    cli = megavisor.connect()      # a running `megavisor serve`, through its shared-memory ring
+
+    r = eng.run("echo", ["hello"])            # r.exit_code, r.stdout, r.ok, r.timings, ...
+    r = await cli.arun("wc", ["-l"], stdin=b"a\\nb\\n")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from . import errors
+from ._native import Completions as _Completions
+from ._native import Driver as _NativeDriver
+from ._native import Result, Timings, Tool
+from .errors import (
+    BadRequest,
+    BadSignature,
+    Busy,
+    ConnectionLost,
+    HashMismatch,
+    Internal,
+    MegavisorError,
+    MemoryLimit,
+    NotAllowed,
+    Protocol,
+    ShuttingDown,
+    Timeout,
+    ToolNotFound,
+    Trap,
+)
+
+__all__ = [
+    "Driver",
+    "Result",
+    "Timings",
+    "Tool",
+    "embedded",
+    "connect",
+    "DEFAULT_BUNDLE",
+    "DEFAULT_TRUSTED_KEY",
+    "errors",
+    *errors.__all__,
+]
+
+_PACKAGE = Path(__file__).resolve().parent
+DEFAULT_BUNDLE = _PACKAGE / "bundle"
+"""The bundle shipped in this package (``$MEGAVISOR_BUNDLE`` overrides it)."""
+# Beside the bundle, not in it: a key inside the bundle it verifies is never trusted.
+DEFAULT_TRUSTED_KEY = _PACKAGE / "bundle.pub"
+"""The key that signed it (``$MEGAVISOR_TRUSTED_KEY`` overrides it)."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Driver(_NativeDriver):
+    """An embedded or connected megavisor. Safe to share between threads.
+
+    ``run`` waits for the tool on the calling thread with the GIL released; ``arun`` is its
+    coroutine twin, which never blocks the event loop. Both raise a subclass of
+    ``MegavisorError`` when a call does not run to an exit; a tool exiting non-zero is a
+    ``Result`` with ``ok == False``.
+    """
+
+    async def arun(
+        self,
+        tool: str,
+        args: Sequence[str] = (),
+        *,
+        stdin: Optional[bytes] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        memory: Optional[int] = None,
+        execution_id: Optional[str] = None,
+        params: Optional[Mapping[str, Any]] = None,
+    ) -> Result:
+        """Runs a tool without blocking the event loop (see ``run``).
+
+        Cancelling the awaiting task does not stop the tool: it runs to its end or its time
+        limit, and its result is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        completions = _completions_of(loop)
+        future: asyncio.Future[Result] = loop.create_future()
+        token = completions.add(future)
+        try:
+            self.submit(
+                completions.native,
+                token,
+                tool,
+                list(args),
+                stdin=stdin,
+                env=dict(env) if env is not None else None,
+                timeout=timeout,
+                memory=memory,
+                execution_id=execution_id,
+                params=params,
+            )
+        except BaseException:
+            completions.discard(token)
+            raise
+        return await future
+
+    def __repr__(self) -> str:
+        return f"<megavisor.Driver {self.mode}>"
+
+
+def embedded(
+    bundle: Optional[PathLike] = None,
+    *,
+    trusted_key: Optional[PathLike] = None,
+    max_concurrency: Optional[int] = None,
+) -> Driver:
+    """Verifies a bundle and loads it into this process.
+
+    ``bundle`` defaults to ``$MEGAVISOR_BUNDLE``, else the bundle shipped in this package;
+    ``trusted_key`` to ``$MEGAVISOR_TRUSTED_KEY``, else the key that signed it. Raises
+    ``HashMismatch`` or ``BadSignature`` (naming the file, digests or key) if it fails
+    verification.
+    """
+    return Driver(
+        "embedded",
+        bundle,
+        trusted_key,
+        default_bundle=DEFAULT_BUNDLE,
+        default_key=DEFAULT_TRUSTED_KEY,
+        max_concurrency=max_concurrency,
+    )
+
+
+def connect(socket: Optional[PathLike] = None) -> Driver:
+    """Connects to a running ``megavisor serve`` through its shared-memory ring.
+
+    ``socket`` defaults to ``$MEGAVISOR_SOCKET``, else the supervisor's default socket.
+    Raises ``ConnectionLost`` when nobody serves there, ``NotAllowed`` when the supervisor
+    refuses this uid.
+    """
+    return Driver("connected", socket)
+
+
+class _LoopCompletions:
+    """The futures of one event loop's background calls, resolved on the loop's thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.native = _Completions()
+        self._futures: Dict[int, asyncio.Future[Result]] = {}
+        self._tokens = itertools.count()
+        loop.add_reader(self.native.fileno(), self._drain)
+
+    def add(self, future: asyncio.Future[Result]) -> int:
+        token = next(self._tokens)
+        self._futures[token] = future
+        return token
+
+    def discard(self, token: int) -> None:
+        self._futures.pop(token, None)
+
+    def _drain(self) -> None:
+        for token, result, error in self.native.drain():
+            future = self._futures.pop(token, None)
+            if future is None or future.done():
+                continue  # cancelled by its caller
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+_LOOPS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCompletions]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _completions_of(loop: asyncio.AbstractEventLoop) -> _LoopCompletions:
+    completions = _LOOPS.get(loop)
+    if completions is None:
+        completions = _LOOPS[loop] = _LoopCompletions(loop)
+    return completions

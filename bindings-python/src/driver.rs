@@ -1,0 +1,207 @@
+//! `megavisor._native.Driver`: the driver, with the GIL released while a call runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use megavisor_driver::{Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::sync::PyOnceLock;
+
+use crate::completions::Completions;
+use crate::errors::exception;
+use crate::output::{RunResult, ToolInfo};
+
+/// An embedded or connected driver. Subclassed by `megavisor.Driver`, which adds `arun`.
+#[pyclass(module = "megavisor._native", frozen, subclass)]
+pub(crate) struct Driver {
+    inner: Inner,
+}
+
+#[pymethods]
+impl Driver {
+    /// `Driver("embedded", bundle, trusted_key, default_bundle=..., default_key=...)` or
+    /// `Driver("connected", socket)`. Verification and connecting run without the GIL.
+    #[new]
+    #[pyo3(signature = (mode, path=None, trusted_key=None, *, default_bundle=None, default_key=None, max_concurrency=None))]
+    fn new(
+        py: Python<'_>,
+        mode: &str,
+        path: Option<PathBuf>,
+        trusted_key: Option<PathBuf>,
+        default_bundle: Option<PathBuf>,
+        default_key: Option<PathBuf>,
+        max_concurrency: Option<u32>,
+    ) -> PyResult<Self> {
+        let inner = match mode {
+            "embedded" => {
+                let mut options = EmbeddedOptions::from_env_or(
+                    default_bundle.unwrap_or_default(),
+                    default_key.unwrap_or_default(),
+                );
+                if let Some(bundle) = path {
+                    options.bundle = bundle;
+                }
+                if let Some(key) = trusted_key {
+                    options.trusted_keys = vec![key];
+                }
+                if let Some(max) = max_concurrency {
+                    options.max_concurrency = max;
+                }
+                py.detach(|| Inner::embedded(&options))
+            }
+            "connected" => py.detach(|| Inner::connect(path.as_deref())),
+            other => {
+                let message = format!("mode must be \"embedded\" or \"connected\", not {other:?}");
+                return Err(PyValueError::new_err(message));
+            }
+        };
+        inner
+            .map(|inner| Driver { inner })
+            .map_err(|err| exception(py, &err))
+    }
+
+    /// `"embedded"` or `"connected"`.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        if self.inner.is_embedded() {
+            "embedded"
+        } else {
+            "connected"
+        }
+    }
+
+    /// Runs a tool and returns its `Result`; `params` (a dict) is rendered to argv and stdin
+    /// through the tool's argument schema. Raises a `megavisor.MegavisorError` subclass
+    /// when the call did not run to an exit.
+    #[pyo3(signature = (tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+    fn run(
+        &self,
+        py: Python<'_>,
+        tool: String,
+        args: Vec<String>,
+        stdin: Option<PyBackedBytes>,
+        env: Option<BTreeMap<String, String>>,
+        timeout: Option<f64>,
+        memory: Option<u64>,
+        execution_id: Option<String>,
+        params: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<RunResult> {
+        let params_json = params.map(|params| json_dumps(&params)).transpose()?;
+        let call = call(
+            tool,
+            args,
+            stdin.as_deref(),
+            env,
+            timeout,
+            memory,
+            execution_id,
+            params_json,
+        )
+        .map_err(|err| exception(py, &err))?;
+        match py.detach(|| self.inner.run(&call)) {
+            Ok(output) => RunResult::new(py, output),
+            Err(err) => Err(exception(py, &err)),
+        }
+    }
+
+    /// Starts a tool in the background; its result reaches `completions` under `token`.
+    #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+    fn submit(
+        &self,
+        py: Python<'_>,
+        completions: &Completions,
+        token: u64,
+        tool: String,
+        args: Vec<String>,
+        stdin: Option<PyBackedBytes>,
+        env: Option<BTreeMap<String, String>>,
+        timeout: Option<f64>,
+        memory: Option<u64>,
+        execution_id: Option<String>,
+        params: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let params_json = params.map(|params| json_dumps(&params)).transpose()?;
+        let call = call(
+            tool,
+            args,
+            stdin.as_deref(),
+            env,
+            timeout,
+            memory,
+            execution_id,
+            params_json,
+        )
+        .map_err(|err| exception(py, &err))?;
+        let shared = completions.shared.clone();
+        // Sending may wait for an in-flight permit on a saturated connection.
+        py.detach(|| {
+            self.inner
+                .run_async(call, move |result| shared.finish(token, result))
+        });
+        Ok(())
+    }
+
+    /// The tools this driver can run.
+    fn tools(&self, py: Python<'_>) -> PyResult<Vec<ToolInfo>> {
+        match py.detach(|| self.inner.tools()) {
+            Ok(list) => Ok(list.tools.into_iter().map(ToolInfo::from).collect()),
+            Err(err) => Err(exception(py, &err)),
+        }
+    }
+}
+
+/// `json.dumps(params)`: the tool's arguments as JSON, rendered to argv through its schema.
+fn json_dumps(params: &Bound<'_, PyAny>) -> PyResult<String> {
+    static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = params.py();
+    let dumps = DUMPS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("json")?.getattr("dumps")?.unbind())
+    })?;
+    dumps.bind(py).call1((params,))?.extract()
+}
+
+/// A call from the Python arguments; out-of-range limits are `bad_request`.
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+fn call(
+    tool: String,
+    args: Vec<String>,
+    stdin: Option<&[u8]>,
+    env: Option<BTreeMap<String, String>>,
+    timeout: Option<f64>,
+    memory: Option<u64>,
+    execution_id: Option<String>,
+    params_json: Option<String>,
+) -> Result<Call, Error> {
+    let mut call = Call::new(tool).args(args);
+    if let Some(stdin) = stdin {
+        call = call.stdin(stdin);
+    }
+    for (name, value) in env.into_iter().flatten() {
+        call = call.env(name, value);
+    }
+    if let Some(seconds) = timeout {
+        let timeout = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                let message = format!("timeout must be a positive number of seconds, not {seconds}");
+                Error::new(ErrorKind::BadRequest, message)
+            })?;
+        call = call.timeout(timeout);
+    }
+    if let Some(bytes) = memory {
+        call = call.memory_bytes(bytes);
+    }
+    if let Some(id) = execution_id {
+        call = call.execution_id(id);
+    }
+    if let Some(json) = params_json {
+        call = call.params_json(json);
+    }
+    Ok(call)
+}

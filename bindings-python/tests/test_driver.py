@@ -1,0 +1,154 @@
+"""The installed `megavisor` package, embedded and connected, against real components."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import megavisor
+from conftest import KEY, TEST_BUNDLE, Supervisor
+
+
+@pytest.fixture(params=["embedded", "connected"])
+def driver(request: pytest.FixtureRequest, supervisor: Supervisor) -> megavisor.Driver:
+    """The same tests run on both drivers: the API promises the same behaviour."""
+    if request.param == "embedded":
+        return megavisor.embedded()
+    return megavisor.connect(supervisor.socket)
+
+
+def test_default_bundle_ships_inside_the_package() -> None:
+    assert megavisor.DEFAULT_BUNDLE.is_relative_to(Path(megavisor.__file__).parent)
+    assert (megavisor.DEFAULT_BUNDLE / "manifest.json").is_file()
+    assert (megavisor.DEFAULT_BUNDLE / "megabin.cwasm").is_file()
+    assert megavisor.DEFAULT_TRUSTED_KEY.is_file()
+
+
+def test_run_returns_output_exit_code_and_timings(driver: megavisor.Driver) -> None:
+    r = driver.run("echo", ["hello", "world"])
+    assert (r.exit_code, r.stdout, r.stderr, r.ok) == (0, b"hello world\n", b"", True)
+    assert r.tool == "echo" and r.stdout_total == 12 and r.stdout_tail == b"hello world\n"
+    assert r.timings.total_us >= r.timings.run_us > 0
+    assert r.execution_id is None and not r.cached
+
+
+def test_stdin_and_non_zero_exit(driver: megavisor.Driver) -> None:
+    assert driver.run("wc", ["-l"], stdin=b"a\nb\nc\n").stdout.strip() == b"3"
+    failed = driver.run("false")
+    assert (failed.exit_code, failed.ok) == (1, False)
+
+
+def test_params_are_rendered_through_the_schema(driver: megavisor.Driver) -> None:
+    r = driver.run("wc", params={"lines": True, "stdin": "x\ny\n"})
+    assert r.stdout.strip() == b"2"
+
+
+def test_execution_id_replays_from_the_cache(driver: megavisor.Driver) -> None:
+    execution_id = f"py-{driver.mode}-{time.monotonic_ns()}"
+    first = driver.run("echo", ["once"], execution_id=execution_id)
+    again = driver.run("echo", ["once"], execution_id=execution_id)
+    assert (first.cached, again.cached) == (False, True)
+    assert again.stdout == b"once\n" and again.execution_id == execution_id
+
+
+def test_tools_describe_name_description_and_schema(driver: megavisor.Driver) -> None:
+    tools = {tool.name: tool for tool in driver.tools()}
+    assert {"true", "echo", "wc", "calc"} <= tools.keys()
+    calc = tools["calc"]
+    assert "expression" in calc.description.lower() or calc.description
+    assert calc.schema["required"] == ["expression"]
+    assert calc.timeout_ms > 0 and calc.memory_bytes > 0
+
+
+def test_arun_does_not_block_the_event_loop(driver: megavisor.Driver) -> None:
+    async def main() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        tick_task = asyncio.create_task(ticker())
+        results = await asyncio.gather(*(driver.arun("echo", [str(i)]) for i in range(200)))
+        r = await driver.arun("wc", ["-l"], stdin=b"a\nb\n")
+        tick_task.cancel()
+        assert [x.stdout for x in results] == [f"{i}\n".encode() for i in range(200)]
+        assert r.stdout.strip() == b"2"
+        assert ticks > 0  # the loop kept running while calls were in flight
+
+    asyncio.run(main())
+
+
+def test_arun_raises_typed_errors(driver: megavisor.Driver) -> None:
+    async def main() -> None:
+        with pytest.raises(megavisor.ToolNotFound):
+            await driver.arun("no-such-tool")
+
+    asyncio.run(main())
+
+
+def test_one_driver_shared_by_threads_releases_the_gil(driver: megavisor.Driver) -> None:
+    failures: list = []
+
+    def worker(n: int) -> None:
+        for i in range(100):
+            payload = f"{n}-{i}".encode()
+            out = driver.run("cat", stdin=payload).stdout
+            if out != payload:
+                failures.append((payload, out))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_a_long_call_releases_the_gil() -> None:
+    """While one thread waits for a tool, another thread runs Python code."""
+    driver = megavisor.embedded(TEST_BUNDLE, trusted_key=KEY)
+    done = threading.Event()
+    counted = 0
+
+    def count() -> None:
+        nonlocal counted
+        while not done.is_set():
+            counted += 1
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    before = counted
+    driver.run("spin", ["300"])
+    during = counted - before
+    done.set()
+    counter.join()
+    assert during > 10_000, f"the counting thread ran only {during} times in 300 ms"
+
+
+def test_artifacts_reach_python(driver_on_test_bundle: megavisor.Driver) -> None:
+    r = driver_on_test_bundle.run("artifacts")
+    assert r.ok, r.stderr
+    assert r.artifacts["report"] == "/out/report.txt" and r.artifacts["count"] == "2"
+
+
+@pytest.fixture(params=["embedded", "connected"])
+def driver_on_test_bundle(
+    request: pytest.FixtureRequest, test_supervisor: Supervisor
+) -> megavisor.Driver:
+    if request.param == "embedded":
+        return megavisor.embedded(TEST_BUNDLE, trusted_key=KEY)
+    return megavisor.connect(test_supervisor.socket)
+
+
+def test_connect_uses_megavisor_socket(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEGAVISOR_SOCKET", str(supervisor.socket))
+    assert megavisor.connect().run("echo", ["via env"]).stdout == b"via env\n"

@@ -1,0 +1,91 @@
+"""megavisor tools inside a real LangGraph graph: a fake chat model (langchain-core, no
+network) asks for tool calls, LangGraph's ToolNode runs them through megavisor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List
+
+import pytest
+
+pytest.importorskip("langgraph", reason="pip install -r bindings-python/tests/requirements.txt")
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
+from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
+from langgraph.prebuilt import ToolNode, tools_condition  # noqa: E402
+
+import megavisor  # noqa: E402
+import megavisor.langchain  # noqa: E402
+from conftest import Supervisor  # noqa: E402
+
+TOOL_CALLS: List[Dict[str, Any]] = [
+    {"name": "echo", "args": {"words": ["hello", "graph"]}, "id": "call-echo"},
+    {"name": "wc", "args": {"lines": True, "stdin": "a\nb\nc\n"}, "id": "call-wc"},
+    {"name": "calc", "args": {"expression": "2^10 + 1"}, "id": "call-calc"},
+    {"name": "calc", "args": {"expression": "1 +"}, "id": "call-bad-calc"},
+    {"name": "echo", "args": {"bogus": 1}, "id": "call-bad-args"},
+]
+
+
+def graph(driver: megavisor.Driver) -> Any:
+    """agent -> tools -> agent -> END, with a model that asks for TOOL_CALLS once."""
+    model = GenericFakeChatModel(
+        messages=iter([AIMessage(content="", tool_calls=TOOL_CALLS), AIMessage(content="done")])
+    )
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode(megavisor.langchain.tools(driver)))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder.compile()
+
+
+def check(messages: List[Any]) -> None:
+    replies = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+    assert replies.keys() == {call["id"] for call in TOOL_CALLS}
+    assert replies["call-echo"].content == "hello graph\n"
+    assert replies["call-echo"].status == "success"
+    assert isinstance(replies["call-echo"].artifact, megavisor.Result)
+    assert replies["call-wc"].content.strip() == "3"
+    assert replies["call-calc"].content.strip() == "1025"
+    assert replies["call-bad-calc"].status == "error"
+    assert "calc exited with status" in replies["call-bad-calc"].content
+    assert replies["call-bad-args"].status == "error"
+    assert "bad_request" in replies["call-bad-args"].content
+    assert messages[-1].content == "done"
+
+
+@pytest.fixture(params=["embedded", "connected"])
+def driver(request: pytest.FixtureRequest, supervisor: Supervisor) -> megavisor.Driver:
+    if request.param == "embedded":
+        return megavisor.embedded()
+    return megavisor.connect(supervisor.socket)
+
+
+def test_tools_carry_the_manifest_description_and_schema(driver: megavisor.Driver) -> None:
+    tools = {tool.name: tool for tool in megavisor.langchain.tools(driver)}
+    manifest = {tool.name: tool for tool in driver.tools()}
+    assert tools.keys() == manifest.keys()
+    assert tools["calc"].description == manifest["calc"].description
+    schema = tools["calc"].args
+    assert "expression" in schema and "x-argv" not in schema["expression"]
+
+
+def test_tool_node_in_a_graph(driver: megavisor.Driver) -> None:
+    state = graph(driver).invoke({"messages": [HumanMessage(content="use the tools")]})
+    check(state["messages"])
+
+
+def test_tool_node_in_a_graph_async(driver: megavisor.Driver) -> None:
+    async def main() -> Any:
+        return await graph(driver).ainvoke({"messages": [HumanMessage(content="go")]})
+
+    check(asyncio.run(main())["messages"])
+
+
+def test_unknown_names_are_refused(driver: megavisor.Driver) -> None:
+    with pytest.raises(ValueError, match="nope"):
+        megavisor.langchain.tools(driver, ["echo", "nope"])
+    assert [t.name for t in megavisor.langchain.tools(driver, ["wc", "echo"])] == ["wc", "echo"]

@@ -1,0 +1,45 @@
+//! The threads that run an embedded driver's background calls.
+
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Sender, unbounded};
+use megavisor_client::{Call, Error, ErrorKind, Output, Result};
+use megavisor_core::Runtime;
+
+type Done = Box<dyn FnOnce(Result<Output>) + Send>;
+
+/// A pool of `max_concurrency` threads fed by an unbounded queue: a call waits for a thread
+/// rather than being refused, as it would wait for an engine slot on the calling thread.
+/// The threads end when the pool (the driver) is dropped and the queue drains.
+pub(crate) struct Workers {
+    jobs: Sender<(Call, Done)>,
+}
+
+impl Workers {
+    /// Starts the threads; if one cannot be started, those already started end with it.
+    pub(crate) fn start(runtime: &Arc<Runtime>, threads: u32) -> std::io::Result<Self> {
+        let (jobs, queue) = unbounded::<(Call, Done)>();
+        for index in 0..threads.max(1) {
+            let queue = queue.clone();
+            let runtime = runtime.clone();
+            thread::Builder::new()
+                .name(format!("mv-driver-{index}"))
+                .spawn(move || {
+                    for (call, done) in queue {
+                        done(super::run_embedded(&runtime, &call));
+                    }
+                })?;
+        }
+        Ok(Workers { jobs })
+    }
+
+    pub(crate) fn submit(&self, call: Call, done: Done) {
+        // The receivers live as long as their threads, which outlive every sender.
+        if let Err(returned) = self.jobs.send((call, done)) {
+            let (_, done) = returned.into_inner();
+            let message = "the driver's worker threads are gone";
+            done(Err(Error::new(ErrorKind::Internal, message)));
+        }
+    }
+}
