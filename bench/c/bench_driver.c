@@ -1,12 +1,15 @@
 /*
- * The C cases of bench/run: `true` through libdriver, connected to a running supervisor
- * (c/ring/true) and embedded (c/embedded/true), against posix_spawn + waitpid of /bin/true
- * (c/posix-spawn/true), all in one run. Prints one JSON object per case.
+ * The C cases of bench/run, all in one run, one JSON object per case:
+ *   - `true` through libdriver, connected to a running supervisor (c/ring/true) and embedded
+ *     (c/embedded/true), against posix_spawn + waitpid of /bin/true (c/posix-spawn/true);
+ *   - `wc -l` on 4 KiB of stdin the same three ways (c/ring/wc, c/embedded/wc,
+ *     c/posix-spawn/wc: the native wc fed through a pipe).
  *
  *   bench_driver SOCKET ITERATIONS SPAWNS
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,10 +17,14 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "driver.h"
 
 extern char **environ;
+
+/* 4 KiB of lines for the wc cases. */
+static char input[4096];
 
 static double now_us(void)
 {
@@ -32,58 +39,100 @@ static int by_value(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Prints a case's line; returns its p50. */
-static double report(const char *name, double *samples, int n, double wall_us, double peer_p50)
+static void fail(const char *what)
 {
+    fprintf(stderr, "bench_driver: %s\n", what);
+    exit(1);
+}
+
+/* One operation of a case: a tool through a driver, or a spawned process. */
+typedef struct {
+    driver_t *driver; /* NULL: spawn the native program */
+    int wc;           /* `wc -l` on `input` rather than `true` */
+} op_t;
+
+static void spawn(const op_t *op)
+{
+    char *true_argv[] = {"/bin/true", NULL};
+    char *wc_argv[] = {"wc", "-l", NULL};
+    posix_spawn_file_actions_t actions;
+    int pipe_fds[2] = {-1, -1};
+    pid_t pid;
+    int status;
+
+    posix_spawn_file_actions_init(&actions);
+    if (op->wc) {
+        if (pipe(pipe_fds) != 0)
+            fail("pipe");
+        posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], 0);
+        posix_spawn_file_actions_addclose(&actions, pipe_fds[1]);
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    }
+    const char *path = op->wc ? "/usr/bin/wc" : "/bin/true";
+    if (posix_spawn(&pid, path, &actions, NULL, op->wc ? wc_argv : true_argv, environ) != 0)
+        fail("posix_spawn");
+    posix_spawn_file_actions_destroy(&actions);
+    if (op->wc) {
+        close(pipe_fds[0]);
+        if (write(pipe_fds[1], input, sizeof input) != (ssize_t)sizeof input)
+            fail("write to wc");
+        close(pipe_fds[1]);
+    }
+    if (waitpid(pid, &status, 0) != pid || status != 0)
+        fail(path);
+}
+
+static void call(const op_t *op)
+{
+    const char *wc_args[] = {"-l"};
+    driver_request_t request;
+    memset(&request, 0, sizeof request);
+    request.tool = op->wc ? "wc" : "true";
+    if (op->wc) {
+        request.argv = wc_args;
+        request.argc = 1;
+        request.stdin = (const uint8_t *)input;
+        request.stdin_len = sizeof input;
+    }
+    driver_result_t *result = NULL;
+    if (driver_run(op->driver, &request, &result) != DRIVER_STATUS_OK)
+        fail(driver_last_error());
+    if (driver_result_exit_code(result) != 0)
+        fail("the tool failed");
+    driver_result_free(result);
+}
+
+static void run_op(const op_t *op)
+{
+    if (op->driver == NULL)
+        spawn(op);
+    else
+        call(op);
+}
+
+/* Measures `n` operations after n/10 warm-up ones; prints the case's line; returns its p50. */
+static double measure(const char *name, const op_t *op, double *samples, int n,
+                      const char *peer, double peer_p50)
+{
+    for (int i = 0; i < n / 10; i++)
+        run_op(op);
+    double started = now_us();
+    for (int i = 0; i < n; i++) {
+        double t = now_us();
+        run_op(op);
+        samples[i] = now_us() - t;
+    }
+    double wall_us = now_us() - started;
     qsort(samples, n, sizeof *samples, by_value);
     double p50 = samples[(int)((n - 1) * 0.50 + 0.5)];
     double p99 = samples[(int)((n - 1) * 0.99 + 0.5)];
     printf("{\"case\":\"%s\",\"p50_us\":%.2f,\"p99_us\":%.2f,\"ops_per_s\":%.2f,\"iterations\":%d",
            name, p50, p99, n / (wall_us / 1e6), n);
-    if (peer_p50 > 0)
-        printf(",\"peer\":\"c/posix-spawn/true\",\"speedup_vs_peer\":%.2f", peer_p50 / p50);
+    if (peer != NULL)
+        printf(",\"peer\":\"%s\",\"speedup_vs_peer\":%.2f", peer, peer_p50 / p50);
     printf("}\n");
     fflush(stdout);
     return p50;
-}
-
-static void spawn_true(void)
-{
-    pid_t pid;
-    char *argv[] = {"/bin/true", NULL};
-    int status;
-    if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) != 0 ||
-        waitpid(pid, &status, 0) != pid || status != 0) {
-        fprintf(stderr, "bench_driver: /bin/true failed\n");
-        exit(1);
-    }
-}
-
-static void call_true(driver_t *driver)
-{
-    driver_request_t request;
-    memset(&request, 0, sizeof request);
-    request.tool = "true";
-    driver_result_t *result = NULL;
-    if (driver_run(driver, &request, &result) != DRIVER_STATUS_OK) {
-        fprintf(stderr, "bench_driver: %s\n", driver_last_error());
-        exit(1);
-    }
-    driver_result_free(result);
-}
-
-static void measure_driver(const char *name, driver_t *driver, double *samples, int n,
-                           double peer_p50)
-{
-    for (int i = 0; i < n / 10; i++)
-        call_true(driver);
-    double started = now_us();
-    for (int i = 0; i < n; i++) {
-        double t = now_us();
-        call_true(driver);
-        samples[i] = now_us() - t;
-    }
-    report(name, samples, n, now_us() - started, peer_p50);
 }
 
 int main(int argc, char **argv)
@@ -94,29 +143,27 @@ int main(int argc, char **argv)
     }
     int iterations = atoi(argv[2]), spawns = atoi(argv[3]);
     double *samples = malloc(sizeof *samples * (iterations > spawns ? iterations : spawns));
+    for (size_t i = 0; i < sizeof input; i++)
+        input[i] = i % 64 == 63 ? '\n' : 'a' + i % 26;
 
-    double started = now_us();
-    for (int i = 0; i < spawns; i++) {
-        double t = now_us();
-        spawn_true();
-        samples[i] = now_us() - t;
-    }
-    double peer_p50 = report("c/posix-spawn/true", samples, spawns, now_us() - started, 0);
+    driver_t *connected = NULL, *embedded = NULL;
+    if (driver_connect(argv[1], &connected) != DRIVER_STATUS_OK ||
+        driver_open_embedded(NULL, NULL, &embedded) != DRIVER_STATUS_OK)
+        fail(driver_last_error());
 
-    driver_t *driver = NULL;
-    if (driver_connect(argv[1], &driver) != DRIVER_STATUS_OK) {
-        fprintf(stderr, "bench_driver: %s\n", driver_last_error());
-        return 1;
+    for (int wc = 0; wc <= 1; wc++) {
+        const char *tool = wc ? "wc" : "true";
+        char peer[64], name[64];
+        snprintf(peer, sizeof peer, "c/posix-spawn/%s", tool);
+        op_t spawned = {NULL, wc}, ring = {connected, wc}, local = {embedded, wc};
+        double peer_p50 = measure(peer, &spawned, samples, spawns, NULL, 0);
+        snprintf(name, sizeof name, "c/ring/%s", tool);
+        measure(name, &ring, samples, iterations, peer, peer_p50);
+        snprintf(name, sizeof name, "c/embedded/%s", tool);
+        measure(name, &local, samples, iterations, peer, peer_p50);
     }
-    measure_driver("c/ring/true", driver, samples, iterations, peer_p50);
-    driver_close(driver);
-
-    if (driver_open_embedded(NULL, NULL, &driver) != DRIVER_STATUS_OK) {
-        fprintf(stderr, "bench_driver: %s\n", driver_last_error());
-        return 1;
-    }
-    measure_driver("c/embedded/true", driver, samples, iterations, peer_p50);
-    driver_close(driver);
+    driver_close(connected);
+    driver_close(embedded);
     free(samples);
     return 0;
 }

@@ -94,10 +94,15 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
     };
     let started = Instant::now();
     let spin_until = started + patience.budget();
+    let mut slept = false;
     loop {
         let messages = drain(consumer)?;
         if !messages.is_empty() {
-            patience.record(started.elapsed());
+            if slept {
+                patience.slept();
+            } else {
+                patience.found_while_looking(started.elapsed());
+            }
             return Ok(messages);
         }
         if Instant::now() < spin_until {
@@ -113,6 +118,7 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
         }
         let wake = link.wake_client.wait(socket.as_fd(), -1);
         ring.cancel_sleep(Direction::Reply);
+        slept = true;
         if wake == Wake::PeerGone {
             // Replies written just before the supervisor went are still valid.
             let messages = drain(consumer)?;

@@ -92,30 +92,71 @@ impl AsRawFd for Doorbell {
 /// the CPUs are oversubscribed (more clients than cores) it takes CPU from the threads doing
 /// the work. So once the recent average wait exceeds the budget, looking would not pay, and
 /// the waiter sleeps at once.
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// A sleeping waiter cannot tell how soon a message would have come, so every
+/// [`Patience::PROBE_EVERY`]th wait looks anyway: if the message comes within the budget,
+/// messages are quick again (a client past its slow start, a machine no longer
+/// oversubscribed) and looking resumes at once.
+#[derive(Debug, Clone, Copy)]
 pub struct Patience {
     average_wait_ns: u64,
+    /// Waits left before the next probe, while sleeping at once.
+    until_probe: u32,
+    /// Whether the current wait is a probe.
+    probing: bool,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience {
+            average_wait_ns: 0,
+            until_probe: Self::PROBE_EVERY,
+            probing: false,
+        }
+    }
 }
 
 impl Patience {
     /// The longest a waiter looks before sleeping.
     pub const MAX: std::time::Duration = std::time::Duration::from_micros(50);
+    /// While sleeping at once, one wait in this many looks anyway.
+    pub const PROBE_EVERY: u32 = 16;
 
     /// How long to look before sleeping this time.
-    pub fn budget(&self) -> std::time::Duration {
+    pub fn budget(&mut self) -> std::time::Duration {
         if self.average_wait_ns <= Self::MAX.as_nanos() as u64 {
+            return Self::MAX;
+        }
+        self.until_probe = self.until_probe.saturating_sub(1);
+        if self.until_probe == 0 {
+            self.until_probe = Self::PROBE_EVERY;
+            self.probing = true;
             Self::MAX
         } else {
             std::time::Duration::ZERO
         }
     }
 
-    /// Records how long a wait took in all, looking and sleeping.
-    pub fn record(&mut self, waited: std::time::Duration) {
+    /// Records a wait that ended while looking, after `waited`.
+    pub fn found_while_looking(&mut self, waited: std::time::Duration) {
         let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        // An exponential moving average over about the last eight waits.
+        if std::mem::take(&mut self.probing) {
+            self.average_wait_ns = waited;
+        } else {
+            self.average(waited);
+        }
+    }
+
+    /// Records a wait that had to sleep: longer than the budget.
+    pub fn slept(&mut self) {
+        self.probing = false;
+        self.average(2 * Self::MAX.as_nanos() as u64);
+    }
+
+    /// An exponential moving average over about the last eight waits.
+    fn average(&mut self, wait_ns: u64) {
         self.average_wait_ns =
-            (self.average_wait_ns.saturating_mul(7) / 8).saturating_add(waited / 8);
+            (self.average_wait_ns.saturating_mul(7) / 8).saturating_add(wait_ns / 8);
     }
 }
 
@@ -129,16 +170,47 @@ mod tests {
         let mut patience = Patience::default();
         assert_eq!(patience.budget(), Patience::MAX);
         for _ in 0..20 {
-            patience.record(Duration::from_micros(20));
+            patience.found_while_looking(Duration::from_micros(20));
         }
         assert_eq!(patience.budget(), Patience::MAX);
         for _ in 0..20 {
-            patience.record(Duration::from_micros(300));
+            patience.slept();
         }
         assert_eq!(patience.budget(), Duration::ZERO);
-        for _ in 0..40 {
-            patience.record(Duration::from_micros(10));
+    }
+
+    #[test]
+    fn a_sleeping_waiter_probes_and_resumes_looking_when_messages_are_quick_again() {
+        let mut patience = Patience::default();
+        for _ in 0..20 {
+            patience.slept();
         }
+        let budgets: Vec<_> = (0..Patience::PROBE_EVERY)
+            .map(|_| {
+                let budget = patience.budget();
+                if budget.is_zero() {
+                    patience.slept();
+                }
+                budget
+            })
+            .collect();
+        // Every wait sleeps at once but the last, which looks.
+        assert!(budgets[..budgets.len() - 1].iter().all(Duration::is_zero));
+        assert_eq!(budgets.last(), Some(&Patience::MAX));
+        patience.found_while_looking(Duration::from_micros(5));
         assert_eq!(patience.budget(), Patience::MAX);
+    }
+
+    #[test]
+    fn a_failed_probe_keeps_the_waiter_sleeping() {
+        let mut patience = Patience::default();
+        for _ in 0..20 {
+            patience.slept();
+        }
+        for _ in 0..Patience::PROBE_EVERY {
+            patience.budget();
+        }
+        patience.slept();
+        assert_eq!(patience.budget(), Duration::ZERO);
     }
 }

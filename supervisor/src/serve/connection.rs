@@ -284,19 +284,20 @@ fn read_ring(
 ) -> Result<(), String> {
     let ring = &link.ring;
     let mut patience = Patience::default();
-    let mut idle_since: Option<Instant> = None;
+    // When the reader began looking for the next call, and how long it may look.
+    let mut looking: Option<(Instant, Duration)> = None;
     loop {
         if let Some((bytes, more_pending)) = connection.take_call(link)? {
-            if let Some(since) = idle_since.take() {
-                patience.record(since.elapsed());
+            if let Some((since, _)) = looking.take() {
+                patience.found_while_looking(since.elapsed());
             }
             handle(shared, connection, &bytes, more_pending)?;
             continue;
         }
         // A client usually sends its next call right after its last reply: look for it a
         // little while (yielding the CPU) before paying for a sleep and a wake-up.
-        let since = *idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < patience.budget() {
+        let (since, budget) = *looking.get_or_insert_with(|| (Instant::now(), patience.budget()));
+        if since.elapsed() < budget {
             std::thread::yield_now();
             continue;
         }
@@ -305,13 +306,15 @@ fn read_ring(
         // would otherwise wait for the next one.
         if let Some((bytes, more_pending)) = connection.take_call(link)? {
             ring.cancel_sleep(Direction::Request);
-            idle_since = None;
+            looking = None;
+            patience.slept();
             handle(shared, connection, &bytes, more_pending)?;
             continue;
         }
         let wake = link.wake_server.wait(connection.socket_fd(), -1);
         ring.cancel_sleep(Direction::Request);
-        idle_since = None;
+        looking = None;
+        patience.slept();
         if wake == Wake::PeerGone {
             return Ok(());
         }
