@@ -14,9 +14,16 @@ TEST_BUNDLE := $(BUILD)/test-bundle
 PYTHON     ?= python3
 VENV       := $(BUILD)/venv
 
-.PHONY: setup demo test lint rust-test grpc-test c-test header bench clean
+PY_PACKAGE   := bindings-python/python/megavisor
+NODE_PACKAGE := bindings-node
+NODE_BUILD   := $(BUILD)/node
 
-setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json
+.PHONY: setup demo test lint rust-test grpc-test python-test node-test c-test header bench \
+	bench-deps stage-bundle python-install python-venv-package node-package node-consumer clean
+
+# Everything the demo, the tests and the README's examples need, including the `megavisor`
+# Python package installed into $(PYTHON) and the Node package ready to `npm install`.
+setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json python-install node-package
 
 $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
@@ -40,6 +47,22 @@ $(TEST_BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/testbin.wasm gu
 	$(MEGAVISOR) pack --wasm $(BUILD)/guest/testbin.wasm --entries guest/testbin/entries.json \
 		--key $(KEY) --out $(TEST_BUNDLE) --name test
 
+# The default bundle and the key that signed it, inside both packages (gitignored there):
+# they ship with the package, so `embedded()` needs nothing else.
+stage-bundle: $(BUNDLE)/manifest.json
+	for pkg in $(PY_PACKAGE) $(NODE_PACKAGE); do \
+		rm -rf $$pkg/bundle && cp -r $(BUNDLE) $$pkg/bundle && cp $(KEY).pub $$pkg/bundle.pub; \
+	done
+
+# pip builds the extension with maturin (into this same target directory) and installs it.
+python-install: stage-bundle
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check ./bindings-python
+
+# The addon, stripped of debug info, beside the package's JavaScript.
+node-package: stage-bundle
+	cargo build --release --locked -p megavisor-node
+	strip --strip-debug -o $(NODE_PACKAGE)/megavisor.node $(CARGO_TARGET_DIR)/release/libmegavisor_node.so
+
 demo: setup
 	@echo '$$ megavisor run echo hello'
 	@$(MEGAVISOR) run echo hello
@@ -57,19 +80,50 @@ demo: setup
 	@$(MEGAVISOR) exec /bin/ls; test $$? -eq 126
 	@echo '$$ megavisor tools'
 	@$(MEGAVISOR) tools
+	@echo '$$ python3 -c "import megavisor; print(megavisor.embedded().run(\"echo\", [\"hi from Python\"]).stdout)"'
+	@cd /tmp && $(PYTHON) -c 'import megavisor; print(megavisor.embedded().run("echo", ["hi from Python"]).stdout)'
+	@echo '$$ node -e "require(\"megavisor\").embedded().run(\"echo\", [\"hi from Node\"]).then(r => process.stdout.write(r.stdout))"'
+	@cd $(NODE_PACKAGE) && node -e 'require(".").embedded().run("echo", ["hi from Node"]).then(r => process.stdout.write(r.stdout))'
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	$(PYTHON) workspace-hack/check.py
 
 rust-test: setup
 	cargo test --release --locked --workspace
 
-# The Python packages the tests use, in a virtualenv of their own.
-$(VENV)/.installed: tests/grpc/requirements.txt
+# The Python packages the tests and benchmarks use, in a virtualenv of their own.
+PY_REQUIREMENTS := tests/grpc/requirements.txt bindings-python/tests/requirements.txt \
+	bench/python/requirements.txt
+$(VENV)/.installed: $(PY_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -r tests/grpc/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(addprefix -r ,$(PY_REQUIREMENTS))
 	touch $@
+
+# The `megavisor` package installed into the virtualenv the way users install it.
+python-venv-package: stage-bundle $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check ./bindings-python
+
+# The Python package, embedded and connected, its error kinds and the LangGraph adapter.
+python-test: setup python-venv-package
+	cd bindings-python/tests && MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q
+
+# The Node package packed and installed into a project of its own, as users install it,
+# with LangChain.js, LangGraph.js and TypeScript beside it.
+node-consumer: node-package
+	mkdir -p $(NODE_BUILD)/consumer
+	rm -f $(NODE_BUILD)/megavisor-*.tgz
+	cd $(NODE_PACKAGE) && npm pack --silent --pack-destination $(NODE_BUILD) > /dev/null
+	cp $(NODE_PACKAGE)/test/consumer.json $(NODE_BUILD)/consumer/package.json
+	rm -rf $(NODE_BUILD)/consumer/node_modules/megavisor $(NODE_BUILD)/consumer/package-lock.json
+	cd $(NODE_BUILD)/consumer && npm install --silent --no-audit --no-fund
+
+node-test: setup node-consumer
+	rm -rf $(NODE_BUILD)/consumer/test && cp -r $(NODE_PACKAGE)/test $(NODE_BUILD)/consumer/test
+	cd $(NODE_BUILD)/consumer && npx tsc -p test/tsconfig.json
+	cd $(NODE_BUILD)/consumer && MEGAVISOR_ROOT=$(CURDIR) MEGAVISOR=$(MEGAVISOR) \
+		node --test test/
 
 # A Python client generated from proto/runtime/v1/driver.proto against a real supervisor.
 grpc-test: setup $(VENV)/.installed
@@ -83,6 +137,7 @@ c-test: setup
 	cargo build --release --locked -p megavisor-c
 	mkdir -p $(BUILD)/c
 	$(CC) $(C_FLAGS) tests/c/test_driver.c $(C_LINK) -o $(BUILD)/c/test_driver
+	$(CC) $(C_FLAGS) tests/c/test_errors.c $(C_LINK) -o $(BUILD)/c/test_errors
 	command -v pkg-config >/dev/null || apt-get install -y pkg-config
 	mkdir -p $(BUILD)/pkgconfig
 	sed -e 's|@INCLUDEDIR@|$(CURDIR)/include|' -e 's|@LIBDIR@|$(LIBDIR)|' \
@@ -90,16 +145,20 @@ c-test: setup
 	$(CC) -std=c11 -Wall -Wextra -Werror examples/c/hello.c \
 		$$(PKG_CONFIG_PATH=$(BUILD)/pkgconfig pkg-config --cflags --libs driver) -o $(BUILD)/c/hello
 	command -v valgrind >/dev/null || apt-get install -y valgrind
-	sh tests/c/run.sh $(MEGAVISOR) $(BUILD)/c
+	sh tests/c/run.sh $(MEGAVISOR) $(BUILD)/c $(BUILD)
 
 # Regenerates include/driver.h from bindings-c/src/lib.rs (the tests fail when they differ).
 header:
 	MEGAVISOR_UPDATE_HEADER=1 cargo test --release --locked -p megavisor-c --test header
 
-bench: setup
+# What bench/run needs beside the Rust build: the Python and Node packages installed with
+# their peers (wasmtime-py; node:wasi is built in).
+bench-deps: setup python-venv-package node-consumer
+
+bench: bench-deps
 	bench/run
 
-test: lint rust-test grpc-test c-test
+test: lint rust-test grpc-test python-test node-test c-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 

@@ -67,6 +67,14 @@ typedef struct {
   uint64_t memory_bytes;
   // Idempotency key, or NULL.
   const char *execution_id;
+  // `env_count` environment variables as `NAME=VALUE` strings (may be NULL when
+  // `env_count` is 0), each allowed by one of the tool's `env:` capabilities.
+  const char *const *env;
+  // Number of entries in `env`.
+  size_t env_count;
+  // The arguments as a JSON object, rendered to argv and stdin through the tool's
+  // schema, instead of `argv`; or NULL.
+  const char *params_json;
 } driver_request_t;
 
 #ifdef __cplusplus

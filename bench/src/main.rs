@@ -32,10 +32,12 @@ struct Args {
     /// The megavisor binary for the supervisor cases (default: next to this one).
     #[arg(long)]
     megavisor: Option<PathBuf>,
-    /// The C benchmark program (bench/c/bench_driver.c, built by bench/run), run against the
-    /// same supervisor.
-    #[arg(long)]
-    c_bench: Option<PathBuf>,
+    /// A benchmark program of another language (repeatable; bench/run passes the C, Python
+    /// and Node ones), run as `PROGRAM SOCKET ITERATIONS SPAWNS` against the same supervisor,
+    /// with `MEGAVISOR_BUNDLE` and `MEGAVISOR_TRUSTED_KEY` set. It prints its own JSON lines
+    /// and measures its own peers in the same run.
+    #[arg(long = "program")]
+    programs: Vec<PathBuf>,
     /// Fewer iterations, for CI smoke runs.
     #[arg(long)]
     quick: bool,
@@ -113,8 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (samples, wall) = grpc::measure(supervisor.grpc_socket(), sizes.warmup, sizes.iterations)?;
     println!("{}", report("grpc/true", &samples, wall, Some(peer)));
-    if let Some(program) = &args.c_bench {
-        // Its own peer (posix_spawn) is measured inside it, in the same run.
+    for program in &args.programs {
         let status = Command::new(program)
             .arg(supervisor.socket())
             .arg(sizes.iterations.to_string())

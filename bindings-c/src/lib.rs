@@ -75,6 +75,14 @@ pub struct DriverRequest {
     pub memory_bytes: u64,
     /// Idempotency key, or NULL.
     pub execution_id: *const c_char,
+    /// `env_count` environment variables as `NAME=VALUE` strings (may be NULL when
+    /// `env_count` is 0), each allowed by one of the tool's `env:` capabilities.
+    pub env: *const *const c_char,
+    /// Number of entries in `env`.
+    pub env_count: usize,
+    /// The arguments as a JSON object, rendered to argv and stdin through the tool's
+    /// schema, instead of `argv`; or NULL.
+    pub params_json: *const c_char,
 }
 
 thread_local! {
@@ -364,18 +372,20 @@ unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf
 unsafe fn call_from(request: &DriverRequest) -> Result<Call, Failure> {
     // SAFETY: the request's strings are valid by the caller's contract.
     let mut call = Call::new(unsafe { text(request.tool, "request.tool") }?);
-    if request.argc > 0 {
-        if request.argv.is_null() {
-            return Err(invalid("request.argv is NULL but request.argc is not 0"));
-        }
-        // SAFETY: `argv` holds `argc` pointers by the caller's contract.
-        let argv = unsafe { std::slice::from_raw_parts(request.argv, request.argc) };
-        let args: Result<Vec<&str>, Failure> = argv
-            .iter()
-            // SAFETY: each entry is a valid C string by the caller's contract.
-            .map(|&arg| unsafe { text(arg, "request.argv[i]") })
-            .collect();
-        call = call.args(args?);
+    // SAFETY: `argv` holds `argc` C strings by the caller's contract.
+    call = call.args(unsafe { strings(request.argv, request.argc, "request.argv") }?);
+    // SAFETY: `env` holds `env_count` C strings by the caller's contract.
+    for variable in unsafe { strings(request.env, request.env_count, "request.env") }? {
+        let Some((name, value)) = variable.split_once('=') else {
+            return Err(invalid(&format!(
+                "request.env entry {variable:?} is not NAME=VALUE"
+            )));
+        };
+        call = call.env(name, value);
+    }
+    if !request.params_json.is_null() {
+        // SAFETY: a valid C string by the caller's contract.
+        call = call.params_json(unsafe { text(request.params_json, "request.params_json") }?);
     }
     if request.stdin_len > 0 {
         if request.stdin.is_null() {
@@ -397,6 +407,30 @@ unsafe fn call_from(request: &DriverRequest) -> Result<Call, Failure> {
         call = call.execution_id(unsafe { text(request.execution_id, "request.execution_id") }?);
     }
     Ok(call)
+}
+
+/// `count` C strings at `array` (which may be NULL when `count` is 0).
+///
+/// # Safety
+/// `array` holds `count` valid NUL-terminated strings.
+unsafe fn strings<'a>(
+    array: *const *const c_char,
+    count: usize,
+    what: &str,
+) -> Result<Vec<&'a str>, Failure> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if array.is_null() {
+        return Err(invalid(&format!("{what} is NULL but its count is not 0")));
+    }
+    // SAFETY: `array` holds `count` pointers by the caller's contract.
+    let pointers = unsafe { std::slice::from_raw_parts(array, count) };
+    pointers
+        .iter()
+        // SAFETY: each entry is a valid C string by the caller's contract.
+        .map(|&pointer| unsafe { text(pointer, what) })
+        .collect()
 }
 
 unsafe fn bytes(

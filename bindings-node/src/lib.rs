@@ -86,7 +86,12 @@ impl Driver {
 
     /// Runs a tool on the calling (JavaScript) thread.
     #[napi]
-    pub fn run_sync(&self, tool: String, args: Vec<String>, options: Option<RunOptions>) -> Outcome {
+    pub fn run_sync(
+        &self,
+        tool: String,
+        args: Vec<String>,
+        options: Option<RunOptions>,
+    ) -> Outcome {
         match call(tool, args, options) {
             Ok(call) => Outcome::from(self.inner.run(&call)),
             Err(err) => Outcome::from(Err(err)),
@@ -155,12 +160,18 @@ fn call(
         let timeout = Some(ms / 1000.0)
             .filter(|s| s.is_finite() && *s > 0.0)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or_else(|| bad_request(format!("timeout must be a positive number of milliseconds, not {ms}")))?;
+            .ok_or_else(|| {
+                bad_request(format!(
+                    "timeout must be a positive number of milliseconds, not {ms}"
+                ))
+            })?;
         call = call.timeout(timeout);
     }
     if let Some(bytes) = options.memory {
         if !(bytes.is_finite() && bytes >= 1.0 && bytes.fract() == 0.0) {
-            return Err(bad_request(format!("memory must be a positive whole number of bytes, not {bytes}")));
+            return Err(bad_request(format!(
+                "memory must be a positive whole number of bytes, not {bytes}"
+            )));
         }
         call = call.memory_bytes(bytes as u64);
     }

@@ -36,6 +36,9 @@ impl Shared {
     }
 }
 
+/// A finished call as `drain` returns it: its token, and its result or its exception.
+type Finished = (u64, Option<RunResult>, Option<PyErr>);
+
 /// The results of background calls, for one event loop.
 #[pyclass(module = "megavisor._native", frozen)]
 pub(crate) struct Completions {
@@ -62,7 +65,7 @@ impl Completions {
     }
 
     /// Takes the finished calls: `(token, result, exception)`, one of the last two `None`.
-    fn drain(&self, py: Python<'_>) -> PyResult<Vec<(u64, Option<RunResult>, Option<PyErr>)>> {
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<Finished>> {
         // Reset the counter before taking the queue, so a call finishing in between
         // signals again rather than being left for a wake-up that never comes.
         let _ = self.shared.signal.read();

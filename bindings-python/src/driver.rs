@@ -189,7 +189,8 @@ fn call(
             .ok()
             .filter(|t| !t.is_zero())
             .ok_or_else(|| {
-                let message = format!("timeout must be a positive number of seconds, not {seconds}");
+                let message =
+                    format!("timeout must be a positive number of seconds, not {seconds}");
                 Error::new(ErrorKind::BadRequest, message)
             })?;
         call = call.timeout(timeout);

@@ -27,7 +27,9 @@ fn instance<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyAny>> {
     let by_kind = by_kind.bind(py);
     let class = match by_kind.get_item(err.kind().as_str())? {
         Some(class) => class,
-        None => by_kind.get_item("internal")?.expect("megavisor.errors maps `internal`"),
+        None => by_kind
+            .get_item("internal")?
+            .expect("megavisor.errors maps `internal`"),
     };
     let partial = err
         .partial_output()

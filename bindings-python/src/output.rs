@@ -138,10 +138,14 @@ impl ToolInfo {
     /// The argument schema as a dict (`json.loads(schema_json)`).
     #[getter]
     fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        py.import("json")?.call_method1("loads", (&self.schema_json,))
+        py.import("json")?
+            .call_method1("loads", (&self.schema_json,))
     }
 
     fn __repr__(&self) -> String {
-        format!("Tool(name={:?}, description={:?})", self.name, self.description)
+        format!(
+            "Tool(name={:?}, description={:?})",
+            self.name, self.description
+        )
     }
 }

@@ -14,8 +14,8 @@
 //! ([`Driver::run_async`]), which hands the result to a callback: the one mechanism under
 //! Python's `arun` and Node's promises.
 
-pub mod convert;
 mod completion;
+pub mod convert;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -91,7 +91,8 @@ impl Driver {
             },
             ..RuntimeOptions::default()
         };
-        let runtime = Runtime::open(&options.bundle, &policy, runtime_options).map_err(core_error)?;
+        let runtime =
+            Runtime::open(&options.bundle, &policy, runtime_options).map_err(core_error)?;
         Ok(Driver {
             mode: Mode::Embedded {
                 runtime: Arc::new(runtime),
@@ -144,7 +145,10 @@ impl Driver {
                         }
                     }
                 }
-                workers.as_ref().expect("started above").submit(call, Box::new(done));
+                workers
+                    .as_ref()
+                    .expect("started above")
+                    .submit(call, Box::new(done));
             }
             Mode::Connected(client) => completion::on_ready(client.call_async(&call), done),
         }
