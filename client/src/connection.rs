@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use megavisor_wire::doorbell::{Doorbell, Patience};
 use megavisor_wire::proto::{self, server_message, welcome};
@@ -387,14 +388,23 @@ impl Inner {
         Ok(())
     }
 
-    /// The helper thread: leads while asynchronous calls are outstanding, then exits (so an
-    /// idle client holds no thread and dropping the last `Client` closes the connection).
+    /// The helper thread: leads while asynchronous calls are outstanding, then exits once
+    /// none has come for [`ASYNC_HELPER_LINGER`] (so an idle client holds no thread and
+    /// dropping the last `Client` closes the connection soon after).
     fn lead_for_async(self: Arc<Self>) {
         let mut state = self.lock();
         loop {
-            if state.pending_async.is_empty() || state.lost.is_some() {
+            if state.lost.is_some() {
                 state.helper_running = false;
                 return;
+            }
+            if state.pending_async.is_empty() {
+                state = self.await_async_calls(state);
+                if state.pending_async.is_empty() {
+                    state.helper_running = false;
+                    return;
+                }
+                continue;
             }
             if state.leader {
                 state = self.changed.wait(state).expect("client state lock");
@@ -403,7 +413,36 @@ impl Inner {
             }
         }
     }
+
+    /// Waits for an asynchronous call to be registered, for up to [`ASYNC_HELPER_LINGER`].
+    ///
+    /// A caller awaiting its calls one after another sends the next one right after its
+    /// last reply: the helper looks for it a little while (as a ring waiter does, see
+    /// [`Patience`]) before sleeping, and stays a while before exiting, so that neither a
+    /// wake-up nor a new thread is paid per call.
+    fn await_async_calls<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let started = Instant::now();
+        while state.pending_async.is_empty() && started.elapsed() < Patience::MAX {
+            drop(state);
+            std::thread::yield_now();
+            state = self.lock();
+        }
+        while state.pending_async.is_empty() && state.lost.is_none() {
+            let Some(left) = ASYNC_HELPER_LINGER.checked_sub(started.elapsed()) else {
+                break;
+            };
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .expect("client state lock")
+                .0;
+        }
+        state
+    }
 }
+
+/// How long the helper thread stays for the next asynchronous call before it exits.
+const ASYNC_HELPER_LINGER: Duration = Duration::from_millis(20);
 
 fn output_of(reply: proto::ServerMessage) -> Result<proto::Output> {
     match reply.body {
