@@ -7,7 +7,8 @@
  *
  * Two drivers with the same methods, results and errors: `embedded()` runs the engine in
  * this process on the bundle shipped in this package; `connect()` talks to a running
- * `megavisor serve` through its shared-memory ring. `run` never blocks the event loop;
+ * `megavisor serve` through its shared-memory ring. `run` does not block the event loop
+ * (connected, sending waits only while the connection has its maximum of calls in flight);
  * `runSync` waits on the calling thread.
  */
 
@@ -69,7 +70,7 @@ function nativeOptions(options) {
     timeout,
     memory,
     executionId,
-    paramsJson: params === undefined ? undefined : JSON.stringify(params),
+    paramsJson: params === undefined || params === null ? undefined : JSON.stringify(params),
   };
 }
 
@@ -93,7 +94,7 @@ class Driver {
     return this.#native.mode;
   }
 
-  /** Runs a tool without blocking the event loop; rejects with a `MegavisorError`. */
+  /** Runs a tool without waiting for it on the event loop; rejects with a `MegavisorError`. */
   async run(tool, args, options) {
     return settle(await this.#native.run(tool, argv(args), nativeOptions(options)));
   }

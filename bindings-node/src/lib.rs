@@ -98,7 +98,8 @@ impl Driver {
         }
     }
 
-    /// Starts a tool and returns a promise of its outcome; the event loop never waits for it.
+    /// Starts a tool and returns a promise of its outcome; the event loop does not wait for
+    /// the tool (connected, sending waits while the connection has its maximum in flight).
     #[napi(ts_return_type = "Promise<Outcome>")]
     pub fn run<'env>(
         &self,
@@ -157,15 +158,12 @@ fn call(
         call = call.env(name, value);
     }
     if let Some(ms) = options.timeout {
-        let timeout = Some(ms / 1000.0)
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or_else(|| {
-                bad_request(format!(
-                    "timeout must be a positive number of milliseconds, not {ms}"
-                ))
-            })?;
-        call = call.timeout(timeout);
+        if !(ms.is_finite() && ms >= 1.0 && ms.fract() == 0.0) {
+            return Err(bad_request(format!(
+                "timeout must be a whole number of milliseconds, at least 1, not {ms}"
+            )));
+        }
+        call = call.timeout(Duration::from_millis(ms as u64));
     }
     if let Some(bytes) = options.memory {
         if !(bytes.is_finite() && bytes >= 1.0 && bytes.fract() == 0.0) {

@@ -70,11 +70,14 @@ impl Completions {
         // signals again rather than being left for a wake-up that never comes.
         let _ = self.shared.signal.read();
         let done = std::mem::take(&mut *self.shared.done.lock().expect("completion queue lock"));
-        done.into_iter()
-            .map(|(token, result)| match result {
-                Ok(output) => Ok((token, Some(RunResult::new(py, output)?), None)),
-                Err(err) => Ok((token, None, Some(exception(py, &err)))),
-            })
-            .collect()
+        // Each result stands alone: one that cannot be converted fails its own call only.
+        let finished = done.into_iter().map(|(token, result)| {
+            match result.map(|output| RunResult::new(py, output)) {
+                Ok(Ok(result)) => (token, Some(result), None),
+                Ok(Err(conversion)) => (token, None, Some(conversion)),
+                Err(err) => (token, None, Some(exception(py, &err))),
+            }
+        });
+        Ok(finished.collect())
     }
 }

@@ -86,12 +86,12 @@ impl Driver {
         stdin: Option<PyBackedBytes>,
         env: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
-        memory: Option<u64>,
+        memory: Option<i64>,
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
     ) -> PyResult<RunResult> {
-        let params_json = params.map(|params| json_dumps(&params)).transpose()?;
         let call = call(
+            py,
             tool,
             args,
             stdin.as_deref(),
@@ -99,9 +99,8 @@ impl Driver {
             timeout,
             memory,
             execution_id,
-            params_json,
-        )
-        .map_err(|err| exception(py, &err))?;
+            params,
+        )?;
         match py.detach(|| self.inner.run(&call)) {
             Ok(output) => RunResult::new(py, output),
             Err(err) => Err(exception(py, &err)),
@@ -121,12 +120,12 @@ impl Driver {
         stdin: Option<PyBackedBytes>,
         env: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
-        memory: Option<u64>,
+        memory: Option<i64>,
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let params_json = params.map(|params| json_dumps(&params)).transpose()?;
         let call = call(
+            py,
             tool,
             args,
             stdin.as_deref(),
@@ -134,9 +133,8 @@ impl Driver {
             timeout,
             memory,
             execution_id,
-            params_json,
-        )
-        .map_err(|err| exception(py, &err))?;
+            params,
+        )?;
         let shared = completions.shared.clone();
         // Sending may wait for an in-flight permit on a saturated connection.
         py.detach(|| {
@@ -165,18 +163,19 @@ fn json_dumps(params: &Bound<'_, PyAny>) -> PyResult<String> {
     dumps.bind(py).call1((params,))?.extract()
 }
 
-/// A call from the Python arguments; out-of-range limits are `bad_request`.
+/// A call from the Python arguments; an out-of-range limit raises `BadRequest`.
 #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
 fn call(
+    py: Python<'_>,
     tool: String,
     args: Vec<String>,
     stdin: Option<&[u8]>,
     env: Option<BTreeMap<String, String>>,
     timeout: Option<f64>,
-    memory: Option<u64>,
+    memory: Option<i64>,
     execution_id: Option<String>,
-    params_json: Option<String>,
-) -> Result<Call, Error> {
+    params: Option<Bound<'_, PyAny>>,
+) -> PyResult<Call> {
     let mut call = Call::new(tool).args(args);
     if let Some(stdin) = stdin {
         call = call.stdin(stdin);
@@ -185,24 +184,28 @@ fn call(
         call = call.env(name, value);
     }
     if let Some(seconds) = timeout {
-        let timeout = Duration::try_from_secs_f64(seconds)
+        // Limits have millisecond resolution.
+        let Some(timeout) = Duration::try_from_secs_f64(seconds)
             .ok()
-            .filter(|t| !t.is_zero())
-            .ok_or_else(|| {
-                let message =
-                    format!("timeout must be a positive number of seconds, not {seconds}");
-                Error::new(ErrorKind::BadRequest, message)
-            })?;
+            .filter(|t| t.as_millis() >= 1)
+        else {
+            let message = format!("timeout must be at least 0.001 seconds, not {seconds}");
+            return Err(exception(py, &Error::new(ErrorKind::BadRequest, message)));
+        };
         call = call.timeout(timeout);
     }
     if let Some(bytes) = memory {
+        let Some(bytes) = u64::try_from(bytes).ok().filter(|b| *b > 0) else {
+            let message = format!("memory must be a positive number of bytes, not {bytes}");
+            return Err(exception(py, &Error::new(ErrorKind::BadRequest, message)));
+        };
         call = call.memory_bytes(bytes);
     }
     if let Some(id) = execution_id {
         call = call.execution_id(id);
     }
-    if let Some(json) = params_json {
-        call = call.params_json(json);
+    if let Some(params) = params {
+        call = call.params_json(json_dumps(&params)?);
     }
     Ok(call)
 }

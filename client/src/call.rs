@@ -32,6 +32,17 @@ impl Call {
         }
     }
 
+    /// A call of the native binary at this absolute path, run as a process if the
+    /// supervisor's allowlist allows it.
+    pub fn native(path: impl Into<String>) -> Self {
+        Call {
+            message: proto::Call {
+                tool: Some(proto::call::Tool::Native(path.into())),
+                ..proto::Call::default()
+            },
+        }
+    }
+
     /// Sets the arguments after argv\[0\].
     pub fn args<I, S>(mut self, args: I) -> Self
     where

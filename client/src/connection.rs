@@ -318,34 +318,47 @@ impl Inner {
     }
 
     /// Receives one batch of replies without holding the state lock, then files them.
+    /// Asynchronous calls are completed after the lock is released: their callbacks may
+    /// start further calls, which take it.
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         state.leader = true;
         drop(state);
         let received = self.link.receive(&self.socket);
         let mut state = self.lock();
         state.leader = false;
+        let mut completed = Vec::new();
         match received {
             Ok(batch) => {
                 for bytes in batch {
                     match proto::ServerMessage::decode(bytes.as_slice()) {
-                        Ok(reply) => self.file(&mut state, reply),
+                        Ok(reply) => self.file(&mut state, reply, &mut completed),
                         Err(e) => {
-                            self.lose(&mut state, Error::protocol(format!("malformed reply: {e}")))
+                            let err = Error::protocol(format!("malformed reply: {e}"));
+                            self.lose(&mut state, err, &mut completed);
                         }
                     }
                 }
             }
-            Err(err) => self.lose(&mut state, err),
+            Err(err) => self.lose(&mut state, err, &mut completed),
+        }
+        if !completed.is_empty() {
+            drop(state);
+            for (slot, result) in completed {
+                slot.complete(result);
+            }
+            state = self.lock();
         }
         self.changed.notify_all();
         state
     }
 
-    fn file(&self, state: &mut State, reply: proto::ServerMessage) {
+    /// Files a reply for its waiting caller, or adds an asynchronous call's result to
+    /// `completed`.
+    fn file(&self, state: &mut State, reply: proto::ServerMessage, completed: &mut Completed) {
         match state.pending_async.remove(&reply.id) {
             Some(slot) => {
                 state.in_flight -= 1;
-                slot.complete(output_of(reply));
+                completed.push((slot, output_of(reply)));
             }
             None => {
                 state.filed.insert(reply.id, reply);
@@ -353,11 +366,11 @@ impl Inner {
         }
     }
 
-    /// Marks the connection lost and fails every asynchronous call still waiting.
-    fn lose(&self, state: &mut State, err: Error) {
+    /// Marks the connection lost; every asynchronous call still waiting fails with `err`.
+    fn lose(&self, state: &mut State, err: Error, completed: &mut Completed) {
         for (_, slot) in state.pending_async.drain() {
             state.in_flight -= 1;
-            slot.complete(Err(err.clone()));
+            completed.push((slot, Err(err.clone())));
         }
         state.lost.get_or_insert(err);
     }
@@ -376,6 +389,7 @@ impl Inner {
                 .name("megavisor-client".into())
                 .spawn(move || inner.lead_for_async());
             if let Err(e) = spawned {
+                state.pending_async.remove(&id);
                 return Err(Error::new(
                     ErrorKind::Internal,
                     format!("cannot start the client's receiving thread: {e}"),
@@ -440,6 +454,9 @@ impl Inner {
         state
     }
 }
+
+/// Asynchronous calls whose results are ready, completed once the state lock is released.
+type Completed = Vec<(Arc<AsyncSlot>, Result<proto::Output>)>;
 
 /// How long the helper thread stays for the next asynchronous call before it exits.
 const ASYNC_HELPER_LINGER: Duration = Duration::from_millis(20);

@@ -82,6 +82,11 @@ impl CaptureStream {
         }
     }
 
+    /// Records bytes written by the tool (a native process's pipe, read by the host).
+    pub fn push(&self, bytes: &[u8]) {
+        self.lock().write(bytes);
+    }
+
     /// Takes what was captured so far, leaving the stream empty.
     pub fn take(&self) -> Captured {
         self.lock().take()

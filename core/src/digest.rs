@@ -32,12 +32,18 @@ impl Digests {
 
     /// Digests of a file, streamed so that large binaries are never held twice.
     pub fn of_file(path: &Path) -> Result<(Self, u64)> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        Self::of_reader(file, path)
+    }
+
+    /// Digests of everything `reader` yields (the content of `path`, named in errors), and
+    /// its size.
+    pub fn of_reader(mut reader: impl Read, path: &Path) -> Result<(Self, u64)> {
         let mut hasher = DualHasher::default();
         let mut buf = vec![0u8; 1 << 16];
         let mut size = 0u64;
         loop {
-            let n = file
+            let n = reader
                 .read(&mut buf)
                 .map_err(|e| Error::io(path, "read", e))?;
             if n == 0 {

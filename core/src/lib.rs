@@ -9,6 +9,7 @@
 //! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
 //! - [`engine`]: the Wasmtime engine, its fingerprint, and loading the AOT module safely;
 //! - [`runtime`]: the warm pool and one fresh WASI sandbox per invocation;
+//! - [`native`]: allowlisted native binaries, run behind the same API;
 //! - [`pack`]: building and signing a bundle.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ mod epoch;
 mod error;
 mod idempotency;
 pub mod manifest;
+pub mod native;
 pub mod pack;
 mod request;
 mod result;

@@ -15,6 +15,9 @@ pub enum ToolRef {
     Name(String),
     /// By the SHA-256 or BLAKE3 hex digest of a native binary the entry stands for.
     Digest(String),
+    /// A native binary of the host, by absolute path: run as a process if the allowlist
+    /// allows it (see [`crate::native`]).
+    Native(PathBuf),
 }
 
 /// A directory of the host made visible to the guest.

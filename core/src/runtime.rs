@@ -20,6 +20,7 @@ use crate::epoch::EpochTicker;
 use crate::error::{Error, Result};
 use crate::idempotency::{Claim, IdempotencyCache};
 use crate::manifest::{Entry, EntryLimits, Manifest};
+use crate::native::{NativeDriver, NativeLimits, NativeOptions};
 use crate::request::{Mount, Request, ToolRef};
 use crate::result::{Output, Timings};
 use crate::signing::{Authenticity, TrustPolicy};
@@ -44,6 +45,8 @@ pub struct RuntimeOptions {
     /// Host directory under which each execution id gets `<id>/`, mounted in the guest at
     /// [`OUT_DIR_GUEST`]; `None` disables per-execution output directories.
     pub out_dir: Option<PathBuf>,
+    /// Native tools and their allowlist; `None` refuses every native tool.
+    pub native: Option<NativeOptions>,
 }
 
 impl Default for RuntimeOptions {
@@ -55,6 +58,7 @@ impl Default for RuntimeOptions {
             max_output_bytes: 16 << 20,
             max_timeout: Duration::from_secs(3600),
             out_dir: None,
+            native: None,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct Runtime {
     slots: Slots,
     ticker: EpochTicker,
     startup: StartupReport,
+    /// Native tools, when an allowlist is configured.
+    native: Option<NativeDriver>,
 }
 
 impl Runtime {
@@ -248,7 +254,9 @@ impl Runtime {
             .iter()
             .map(|e| Grant::new(&e.name, &e.capabilities, None))
             .collect();
+        let native = options.native.clone().map(NativeDriver::new).transpose()?;
         let mut runtime = Runtime {
+            native,
             declared_grants,
             slots: Slots::new(options.engine.max_concurrency),
             idempotency: IdempotencyCache::new(capacity, options.idempotency_ttl),
@@ -341,24 +349,57 @@ impl Runtime {
         })
     }
 
-    /// Runs one invocation.
+    /// Runs one invocation: an entry of the megabinary, or a native binary.
     pub fn run(&self, request: &Request) -> Result<Output> {
         let called = Instant::now();
-        let (index, entry) = self.resolve(&request.tool)?;
+        let execute = || match &request.tool {
+            ToolRef::Native(binary) => self.execute_native(binary, request, called),
+            tool => {
+                let (index, entry) = self.resolve(tool)?;
+                self.execute(index, entry, request, called)
+            }
+        };
         let Some(id) = &request.execution_id else {
-            return self.execute(index, entry, request, called);
+            return execute();
         };
         validate_execution_id(id)?;
+        // The same variables in another order are the same request.
+        let mut normalized = request.clone();
+        normalized.env.sort();
         let fingerprint =
-            *blake3::hash(&serde_json::to_vec(request).expect("requests serialize")).as_bytes();
+            *blake3::hash(&serde_json::to_vec(&normalized).expect("requests serialize")).as_bytes();
         match self.idempotency.claim(id, fingerprint)? {
             Claim::Replay(outcome) => outcome,
             Claim::Run(ticket) => {
-                let outcome = self.execute(index, entry, request, called);
+                let outcome = execute();
                 ticket.complete(&outcome);
                 outcome
             }
         }
+    }
+
+    /// Runs a native binary under the same limits, concurrency and output rules as entries.
+    fn execute_native(&self, binary: &Path, request: &Request, called: Instant) -> Result<Output> {
+        let Some(native) = &self.native else {
+            return Err(Error::NotAllowed(format!(
+                "{}: native tools are not enabled (this runtime has no allowlist)",
+                binary.display()
+            )));
+        };
+        let admitted = native.admit(binary, request)?;
+        let defaults = EntryLimits {
+            memory_bytes: 0,
+            timeout_ms: native.default_timeout().as_millis() as u64,
+        };
+        let limits = NativeLimits {
+            timeout: self.limit_time(defaults, request.limits.timeout)?,
+            output_bytes: self.limit_output(request.limits.output_bytes)?,
+            out_dir: self.out_dir_of(request)?,
+        };
+        let permit = self.slots.acquire();
+        let outcome = native.run(&admitted, request, &limits, called.elapsed(), called);
+        drop(permit);
+        outcome
     }
 
     /// The entry a request names, with its index in the manifest.
@@ -369,11 +410,13 @@ impl Runtime {
             ToolRef::Digest(hex) => {
                 entries.find(|(_, e)| e.originals.digests.iter().any(|d| d.matches_either(hex)))
             }
+            ToolRef::Native(_) => None,
         };
         found.ok_or_else(|| Error::ToolNotFound {
             name: match tool {
                 ToolRef::Name(name) => name.clone(),
                 ToolRef::Digest(hex) => format!("no entry stands for a binary with digest {hex}"),
+                ToolRef::Native(path) => path.display().to_string(),
             },
             available: self.manifest.entry_names(),
         })
@@ -547,19 +590,11 @@ impl Runtime {
         for mount in &request.mounts {
             preopens.push(self.check_mount(entry, grant, mount)?);
         }
-        let out_dir = match (&self.options.out_dir, &request.execution_id) {
-            (Some(root), Some(id)) => {
-                let dir = root.join(id);
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .create(&dir)
-                    .map_err(|e| Error::io(&dir, "create output directory", e))?;
-                preopens.push((dir.clone(), OUT_DIR_GUEST.to_owned(), Access::ReadWrite));
-                env.push(("MEGAVISOR_OUT_DIR".to_owned(), OUT_DIR_GUEST.to_owned()));
-                Some(dir)
-            }
-            _ => None,
-        };
+        let out_dir = self.out_dir_of(request)?;
+        if let Some(dir) = &out_dir {
+            preopens.push((dir.clone(), OUT_DIR_GUEST.to_owned(), Access::ReadWrite));
+            env.push(("MEGAVISOR_OUT_DIR".to_owned(), OUT_DIR_GUEST.to_owned()));
+        }
         if let Some(id) = &request.execution_id {
             env.push(("MEGAVISOR_EXECUTION_ID".to_owned(), id.clone()));
         }
@@ -572,6 +607,20 @@ impl Runtime {
             timeout: self.limit_time(entry.limits, request.limits.timeout)?,
             output_bytes: self.limit_output(request.limits.output_bytes)?,
         })
+    }
+
+    /// `<out-dir>/<execution_id>/`, created, when the runtime has an output directory and
+    /// the request an execution id.
+    fn out_dir_of(&self, request: &Request) -> Result<Option<PathBuf>> {
+        let (Some(root), Some(id)) = (&self.options.out_dir, &request.execution_id) else {
+            return Ok(None);
+        };
+        let dir = root.join(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, "create output directory", e))?;
+        Ok(Some(dir))
     }
 
     fn check_mount(

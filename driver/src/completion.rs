@@ -5,6 +5,7 @@
 //! waits for the call.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -29,7 +30,9 @@ impl Pending {
         if let Poll::Ready(result) = Pin::new(future).poll(&mut Context::from_waker(&waker)) {
             let (_, done) = state.take().expect("checked above");
             drop(state);
-            done(result);
+            // This may be the client's receiving thread: a panicking callback must not
+            // take it down.
+            let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
         }
     }
 }

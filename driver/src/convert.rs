@@ -14,6 +14,7 @@ pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<prot
     let tool = match call.tool {
         Some(call::Tool::Name(name)) => ToolRef::Name(name),
         Some(call::Tool::Digest(digest)) => ToolRef::Digest(digest),
+        Some(call::Tool::Native(path)) => ToolRef::Native(path.into()),
         None => return Err(bad("the call names no tool".to_owned())),
     };
     let mut args = call.args;
@@ -24,7 +25,7 @@ pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<prot
         }
         let ToolRef::Name(name) = &tool else {
             return Err(bad(
-                "params_json needs a tool named by entry, not by digest".to_owned(),
+                "params_json needs a tool named by entry, not by digest or path".to_owned(),
             ));
         };
         let entry = runtime.manifest().entry(name).ok_or_else(|| {
@@ -87,6 +88,7 @@ pub fn call(request: Request) -> proto::Call {
         tool: Some(match request.tool {
             ToolRef::Name(name) => call::Tool::Name(name),
             ToolRef::Digest(digest) => call::Tool::Digest(digest),
+            ToolRef::Native(path) => call::Tool::Native(path.display().to_string()),
         }),
         args: request.args,
         params_json: String::new(),

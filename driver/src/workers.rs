@@ -1,5 +1,6 @@
 //! The threads that run an embedded driver's background calls.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
 
@@ -15,6 +16,7 @@ type Done = Box<dyn FnOnce(Result<Output>) + Send>;
 /// A pool of `max_concurrency` threads fed by an unbounded queue: a call waits for a thread
 /// rather than being refused, as it would wait for an engine slot on the calling thread.
 /// The threads end when the pool (the driver) is dropped and the queue drains.
+#[derive(Clone)]
 pub(crate) struct Workers {
     jobs: Sender<(Call, Done)>,
 }
@@ -30,7 +32,15 @@ impl Workers {
                 .name(format!("mv-driver-{index}"))
                 .spawn(move || {
                     while let Some((call, done)) = next_job(&queue) {
-                        done(super::run_embedded(&runtime, &call));
+                        // A panic in the engine must not lose the call: the caller's
+                        // promise or future would never settle.
+                        let result =
+                            catch_unwind(AssertUnwindSafe(|| super::run_embedded(&runtime, &call)))
+                                .unwrap_or_else(|_| {
+                                    Err(Error::new(ErrorKind::Internal, "the engine panicked"))
+                                });
+                        // Nor may a panicking callback take the worker with it.
+                        let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
                     }
                 })?;
         }

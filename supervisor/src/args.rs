@@ -59,6 +59,28 @@ pub struct BundleArgs {
     pub bundle: Option<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub native: NativeArgs,
+}
+
+/// Which native binaries may run as tools (none unless one of these is given).
+#[derive(Args, Clone, Default)]
+pub struct NativeArgs {
+    /// Allow the native binary at this absolute path (repeatable; symlinks are resolved).
+    #[arg(long = "allow-binary", value_name = "PATH")]
+    pub binaries: Vec<PathBuf>,
+    /// Allow the binaries listed in this file: one absolute path per line, `#` comments;
+    /// re-read about every 2 s when it changes. Default: MEGAVISOR_ALLOWLIST.
+    #[arg(long, value_name = "FILE", env = "MEGAVISOR_ALLOWLIST")]
+    pub allowlist: Option<PathBuf>,
+    /// Allow binaries with this SHA-256 or BLAKE3 hex digest wherever they lie (repeatable);
+    /// once any is given, a listed path whose content matches none is refused.
+    #[arg(long = "allow-digest", value_name = "HEX")]
+    pub digests: Vec<String>,
+    /// Environment variable a request may pass to a native tool: a name, or a prefix ending
+    /// in `*` (repeatable).
+    #[arg(long = "native-env", value_name = "NAME")]
+    pub env: Vec<String>,
 }
 
 /// How one invocation is sandboxed and limited.
@@ -98,6 +120,10 @@ pub struct RunArgs {
     /// megabinary or --allow-unsigned is given; it gets exactly the mounts and env passed.
     #[arg(long, value_name = "FILE.wasm")]
     pub module: Option<PathBuf>,
+    /// Run the tool as a native binary (TOOL is its absolute path), if the allowlist
+    /// (--allow-binary, --allowlist, --allow-digest) allows it.
+    #[arg(long, conflicts_with = "module")]
+    pub native: bool,
     /// The tool and its arguments (with --module: the arguments only).
     #[arg(
         trailing_var_arg = true,

@@ -7,16 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "driver.h"
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__,   \
-                    __LINE__, #cond, driver_last_error());                            \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
 
 static driver_t *driver;
 

@@ -22,16 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "driver.h"
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__,   \
-                    __LINE__, #cond, driver_last_error());                            \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
 
 /* The status of running TOOL with one optional argument and the given limits. */
 static driver_status call(driver_t *driver, const char *tool, const char *arg,

@@ -68,7 +68,7 @@ class Driver(_NativeDriver):
     """An embedded or connected megavisor. Safe to share between threads.
 
     ``run`` waits for the tool on the calling thread with the GIL released; ``arun`` is its
-    coroutine twin, which never blocks the event loop. Both raise a subclass of
+    coroutine twin, which leaves the event loop free while the tool runs. Both raise a subclass of
     ``MegavisorError`` when a call does not run to an exit; a tool exiting non-zero is a
     ``Result`` with ``ok == False``.
     """
@@ -85,10 +85,11 @@ class Driver(_NativeDriver):
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
     ) -> Result:
-        """Runs a tool without blocking the event loop (see ``run``).
+        """Runs a tool without waiting for it on the event loop (see ``run``).
 
-        Cancelling the awaiting task does not stop the tool: it runs to its end or its time
-        limit, and its result is dropped.
+        Connected, sending waits while the connection already has its maximum of calls in
+        flight (32 by default). Cancelling the awaiting task does not stop the tool: it runs
+        to its end or its time limit, and its result is dropped.
         """
         loop = asyncio.get_running_loop()
         completions = _completions_of(loop)

@@ -109,7 +109,7 @@ class Driver:
     ) -> Result:
         """Runs a tool and waits for it with the GIL released.
 
-        ``timeout`` is in seconds, ``memory`` in bytes; ``params`` (instead of ``args``) is
+        ``timeout`` is in seconds (millisecond resolution), ``memory`` in bytes; ``params`` (instead of ``args``) is
         rendered to argv and stdin through the tool's argument schema. Raises a subclass of
         ``MegavisorError`` when the call did not run to an exit.
         """

@@ -11,11 +11,12 @@ pub mod verify;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
+use megavisor_core::native::{AllowlistConfig, NativeOptions};
 use megavisor_core::{
     EngineOptions, Error, Limits, Mount, Request, Result, Runtime, RuntimeOptions, TrustPolicy,
 };
 
-use crate::args::{BundleArgs, InvokeArgs, TrustArgs};
+use crate::args::{BundleArgs, InvokeArgs, NativeArgs, TrustArgs};
 
 /// Where the set-up (`make setup`) puts what it builds: `build/` in the workspace root.
 fn build_dir() -> PathBuf {
@@ -55,15 +56,33 @@ pub fn trust_policy(args: &TrustArgs) -> Result<TrustPolicy> {
 }
 
 /// Runtime options for a one-shot command: a single slot is enough.
-pub fn runtime_options(trust: &TrustArgs) -> RuntimeOptions {
+pub fn runtime_options(args: &BundleArgs) -> RuntimeOptions {
     RuntimeOptions {
         engine: EngineOptions {
             max_concurrency: 1,
-            cache_dir: trust.cache_dir.clone(),
+            cache_dir: args.trust.cache_dir.clone(),
             ..EngineOptions::default()
         },
+        native: native_options(&args.native),
         ..RuntimeOptions::default()
     }
+}
+
+/// The native tools the flags allow; `None` (every native tool refused) when they name none.
+pub fn native_options(args: &NativeArgs) -> Option<NativeOptions> {
+    if args.binaries.is_empty() && args.allowlist.is_none() && args.digests.is_empty() {
+        return None;
+    }
+    Some(NativeOptions {
+        allowlist: AllowlistConfig {
+            paths: args.binaries.clone(),
+            file: args.allowlist.clone(),
+            digests: args.digests.clone(),
+            ..AllowlistConfig::default()
+        },
+        env: args.env.clone(),
+        ..NativeOptions::default()
+    })
 }
 
 /// Verifies and loads the bundle.
@@ -75,11 +94,7 @@ pub fn open_runtime(args: &BundleArgs) -> Result<Runtime> {
             dir.display()
         )));
     }
-    Runtime::open(
-        &dir,
-        &trust_policy(&args.trust)?,
-        runtime_options(&args.trust),
-    )
+    Runtime::open(&dir, &trust_policy(&args.trust)?, runtime_options(args))
 }
 
 /// Builds the request for `tool` from the invocation flags, reading stdin unless it is a

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use megavisor_client::{Call, Client};
 use megavisor_core::bundle::VerifiedBundle;
-use megavisor_core::{Access, Capability, Digests, Error, Mount, Request, Result, Runtime};
+use megavisor_core::{
+    Access, Capability, Digests, Error, Mount, Request, Result, Runtime, ToolRef,
+};
 use megavisor_driver::convert;
 
 use super::{build_request, bundle_dir, open_runtime, runtime_options, trust_policy};
@@ -21,7 +23,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "name a tool to run (see `megavisor tools`)".to_owned(),
         ));
     };
-    let request = build_request(tool, tool_args, &args.invoke)?;
+    let mut request = build_request(tool, tool_args, &args.invoke)?;
+    if args.native {
+        request.tool = ToolRef::Native(tool.into());
+    }
     if let Some(socket) = &args.socket {
         return Ok(run_remote(socket, request, args.invoke.json));
     }
@@ -70,7 +75,7 @@ fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
         &wasm,
         name,
         granted_by_flags(&request.mounts, &request.env),
-        runtime_options(&args.bundle.trust),
+        runtime_options(&args.bundle),
     )?;
     Ok(render::report(runtime.run(&request), args.invoke.json))
 }

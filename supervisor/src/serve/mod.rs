@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 pub use peers::PeerPolicy;
 
 use crate::args::ServeArgs;
-use crate::commands::{bundle_dir, trust_policy};
+use crate::commands::{bundle_dir, native_options, trust_policy};
 use executor::Executor;
 use seccomp::GuestFilter;
 use stragglers::StragglerWatch;
@@ -143,6 +143,7 @@ fn open(args: &ServeArgs) -> Result<Runtime> {
             cache_dir: args.bundle.trust.cache_dir.clone(),
             ..EngineOptions::default()
         },
+        native: native_options(&args.bundle.native),
         ..RuntimeOptions::default()
     };
     Runtime::open(&dir, &policy, options)

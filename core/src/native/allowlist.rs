@@ -1,0 +1,245 @@
+//! Which native binaries may run (seed 000's allowlist, seed 001's digests).
+//!
+//! A binary is allowed when its path is listed (statically, or in the allowlist file) or its
+//! content's digest is listed. Paths are compared after resolving symlinks, on both sides.
+//! When digests are configured, a listed path whose content matches none of them is refused:
+//! the path names *which* binary an operator meant, the digest *what* it must be.
+//!
+//! The allowlist file has one absolute path per line; blank lines and lines starting with
+//! `#` are ignored, as is anything after ` #`. It is checked about every
+//! [`AllowlistConfig::reload_every`] and re-read when its modification time changes; while it
+//! is missing or unreadable, the set last read stays in force.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::digest::Digests;
+use crate::error::{Error, Result};
+
+/// What an operator allows.
+#[derive(Debug, Clone)]
+pub struct AllowlistConfig {
+    /// Absolute paths allowed whatever the file says.
+    pub paths: Vec<PathBuf>,
+    /// The allowlist file, if any.
+    pub file: Option<PathBuf>,
+    /// SHA-256 or BLAKE3 hex digests of allowed binaries, wherever they lie.
+    pub digests: Vec<String>,
+    /// How often the file's modification time is checked.
+    pub reload_every: Duration,
+}
+
+impl Default for AllowlistConfig {
+    fn default() -> Self {
+        AllowlistConfig {
+            paths: Vec::new(),
+            file: None,
+            digests: Vec::new(),
+            reload_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A binary the allowlist let through: opened once, so that what runs is exactly what was
+/// checked (it is executed through this descriptor, not by path again).
+#[derive(Debug)]
+pub struct AllowedBinary {
+    /// The path as requested.
+    pub requested: PathBuf,
+    /// The path with symlinks resolved.
+    pub resolved: PathBuf,
+    /// The open binary.
+    pub file: File,
+}
+
+/// The allowlist in force.
+#[derive(Debug)]
+pub struct Allowlist {
+    paths: HashSet<PathBuf>,
+    digests: HashSet<String>,
+    file: Option<Mutex<ListFile>>,
+    reload_every: Duration,
+}
+
+/// The allowlist file and what was last read from it.
+#[derive(Debug)]
+struct ListFile {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    checked: Option<Instant>,
+    paths: HashSet<PathBuf>,
+}
+
+impl Allowlist {
+    /// Builds the allowlist; a static path or digest that is malformed is `bad_request`.
+    pub fn new(config: &AllowlistConfig) -> Result<Self> {
+        let mut paths = HashSet::new();
+        for path in &config.paths {
+            if !path.is_absolute() {
+                return Err(Error::BadRequest(format!(
+                    "allowed binary {} is not an absolute path",
+                    path.display()
+                )));
+            }
+            paths.insert(resolve(path));
+        }
+        let mut digests = HashSet::new();
+        for digest in &config.digests {
+            let digest = digest.to_ascii_lowercase();
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::BadRequest(format!(
+                    "allowed digest {digest:?} is not 64 hex digits (SHA-256 or BLAKE3)"
+                )));
+            }
+            digests.insert(digest);
+        }
+        let file = config.file.as_ref().map(|path| {
+            Mutex::new(ListFile {
+                path: path.clone(),
+                modified: None,
+                checked: None,
+                paths: HashSet::new(),
+            })
+        });
+        Ok(Allowlist {
+            paths,
+            digests,
+            file,
+            reload_every: config.reload_every,
+        })
+    }
+
+    /// Checks `binary` and opens it, or says why it may not run (`not_allowed`).
+    pub fn check(&self, binary: &Path) -> Result<AllowedBinary> {
+        if !binary.is_absolute() {
+            return Err(Error::NotAllowed(format!(
+                "{} is not an absolute path (native tools are named by absolute path)",
+                binary.display()
+            )));
+        }
+        let resolved = std::fs::canonicalize(binary)
+            .map_err(|e| Error::NotAllowed(format!("{}: cannot resolve: {e}", binary.display())))?;
+        let listed = self.paths.contains(&resolved) || self.file_lists(&resolved);
+        if !listed && self.digests.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "{} ({}) is not in the allowlist",
+                binary.display(),
+                resolved.display()
+            )));
+        }
+        let mut file = File::open(&resolved)
+            .map_err(|e| Error::NotAllowed(format!("{}: cannot open: {e}", resolved.display())))?;
+        if self.digests.is_empty() {
+            return Ok(AllowedBinary {
+                requested: binary.to_owned(),
+                resolved,
+                file,
+            });
+        }
+        // Read through the descriptor that will run it.
+        let (digests, _) = Digests::of_reader(&mut file, &resolved)?;
+        if self.digests.contains(&digests.sha256) || self.digests.contains(&digests.blake3) {
+            return Ok(AllowedBinary {
+                requested: binary.to_owned(),
+                resolved,
+                file,
+            });
+        }
+        let why = if listed {
+            "is listed, but its content matches none of the allowed digests"
+        } else {
+            "is neither listed nor of an allowed digest"
+        };
+        Err(Error::NotAllowed(format!(
+            "{} {why} (sha256 {}, blake3 {})",
+            resolved.display(),
+            digests.sha256,
+            digests.blake3
+        )))
+    }
+
+    /// Whether the allowlist file lists `resolved`, re-reading it when it changed.
+    fn file_lists(&self, resolved: &Path) -> bool {
+        let Some(file) = &self.file else {
+            return false;
+        };
+        let mut file = file.lock().expect("allowlist file lock");
+        let due = file
+            .checked
+            .is_none_or(|checked| checked.elapsed() >= self.reload_every);
+        if due {
+            file.checked = Some(Instant::now());
+            file.reload();
+        }
+        file.paths.contains(resolved)
+    }
+}
+
+impl ListFile {
+    /// Re-reads the file if its modification time changed; keeps the last set otherwise,
+    /// and while the file is missing or unreadable.
+    fn reload(&mut self) {
+        let modified = match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), "allowlist unreadable, keeping the last set: {e}");
+                return;
+            }
+        };
+        if self.modified == Some(modified) {
+            return;
+        }
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                self.paths = parse(&text).map(|path| resolve(&path)).collect();
+                self.modified = Some(modified);
+                tracing::info!(file = %self.path.display(), binaries = self.paths.len(), "allowlist read");
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), "allowlist unreadable, keeping the last set: {e}");
+            }
+        }
+    }
+}
+
+/// The absolute paths an allowlist file lists.
+fn parse(text: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    text.lines().filter_map(|line| {
+        let line = line.split_once(" #").map_or(line, |(path, _)| path).trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        if !line.starts_with('/') {
+            tracing::warn!(line, "allowlist line is not an absolute path; ignored");
+            return None;
+        }
+        Some(PathBuf::from(line))
+    })
+}
+
+/// `path` with symlinks resolved, or as written when it does not exist (yet).
+fn resolve(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_format_of_seed_000() {
+        let text = "# allowed tools\n\n/usr/bin/ctr\n  /bin/ls   # listing\n#/bin/rm\nrelative/path\n/opt/a b #c\n";
+        let paths: Vec<_> = parse(text).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/usr/bin/ctr"),
+                PathBuf::from("/bin/ls"),
+                PathBuf::from("/opt/a b")
+            ]
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Native tools: allowlisted binaries of the host, run with the same request, result, error
+//! kinds, idempotency cache and concurrency limit as the megabinary's entries (seed 000's
+//! exec driver), so a caller does not care which kind of tool it calls.
+//!
+//! A request names the binary by absolute path ([`ToolRef::Native`](crate::ToolRef)) and
+//! carries a fully rendered argv: there is never a shell. The binary must pass the
+//! [`Allowlist`]; it then runs with only the environment the request passes and
+//! [`NativeOptions::env`] allows, plus `MEGAVISOR_EXECUTION_ID` and `MEGAVISOR_OUT_DIR`,
+//! in its own process group, which is killed at the time limit.
+
+pub mod allowlist;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use allowlist::{AllowedBinary, Allowlist, AllowlistConfig};
+
+use crate::artifacts;
+use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::result::{Output, Timings};
+
+/// How native tools may run.
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    /// Which binaries.
+    pub allowlist: AllowlistConfig,
+    /// Environment variables a request may set: exact names, or prefixes ending in `*`.
+    pub env: Vec<String>,
+    /// Time limit of a request that sets none.
+    pub default_timeout: Duration,
+    /// Working directory of the processes.
+    pub cwd: PathBuf,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        NativeOptions {
+            allowlist: AllowlistConfig::default(),
+            env: Vec::new(),
+            default_timeout: Duration::from_secs(30),
+            cwd: PathBuf::from("/"),
+        }
+    }
+}
+
+/// The limits of one native call, settled by the runtime.
+pub(crate) struct NativeLimits {
+    pub timeout: Duration,
+    pub output_bytes: usize,
+    /// `<out-dir>/<execution_id>/`, when the runtime has an output directory and the
+    /// request an execution id.
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Runs native tools under an allowlist.
+#[derive(Debug)]
+pub(crate) struct NativeDriver {
+    allowlist: Allowlist,
+    options: NativeOptions,
+}
+
+impl NativeDriver {
+    pub(crate) fn new(options: NativeOptions) -> Result<Self> {
+        Ok(NativeDriver {
+            allowlist: Allowlist::new(&options.allowlist)?,
+            options,
+        })
+    }
+
+    /// The time limit of a request that sets none.
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.options.default_timeout
+    }
+
+    /// Checks the request against policy, before it waits for a concurrency permit.
+    pub(crate) fn admit(&self, binary: &Path, request: &Request) -> Result<AllowedBinary> {
+        if !request.mounts.is_empty() || request.capabilities.is_some() {
+            return Err(Error::BadRequest(
+                "mounts and capabilities apply to wasm tools; a native tool sees the host's files"
+                    .to_owned(),
+            ));
+        }
+        if request.limits.memory_bytes.is_some() || request.limits.fuel.is_some() {
+            return Err(Error::BadRequest(
+                "memory and fuel limits of native tools need the native sandbox, which is not configured"
+                    .to_owned(),
+            ));
+        }
+        for (key, _) in &request.env {
+            if !self.env_allowed(key) {
+                return Err(Error::NotAllowed(format!(
+                    "native tools may not be given environment variable {key} (allowed: {})",
+                    if self.options.env.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.options.env.join(", ")
+                    }
+                )));
+            }
+        }
+        self.allowlist.check(binary)
+    }
+
+    fn env_allowed(&self, key: &str) -> bool {
+        self.options
+            .env
+            .iter()
+            .any(|allowed| match allowed.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == allowed,
+            })
+    }
+
+    /// Runs an admitted binary. `queued` is how long the call waited for its permit.
+    pub(crate) fn run(
+        &self,
+        binary: &AllowedBinary,
+        request: &Request,
+        limits: &NativeLimits,
+        queued: Duration,
+        called: Instant,
+    ) -> Result<Output> {
+        let mut env = request.env.clone();
+        if let Some(id) = &request.execution_id {
+            env.push(("MEGAVISOR_EXECUTION_ID".to_owned(), id.clone()));
+        }
+        if let Some(dir) = &limits.out_dir {
+            env.push(("MEGAVISOR_OUT_DIR".to_owned(), dir.display().to_string()));
+        }
+        let started = Instant::now();
+        let finished = process::run(&process::Invocation {
+            binary,
+            args: &request.args,
+            env: &env,
+            stdin: &request.stdin,
+            timeout: limits.timeout,
+            output_bytes: limits.output_bytes,
+            cwd: &self.options.cwd,
+        })?;
+        let ran = started.elapsed();
+        let mut artifacts = artifacts::from_stdout(&finished.stdout.tail);
+        if let (Some(dir), Some(id)) = (&limits.out_dir, &request.execution_id) {
+            artifacts.extend(artifacts::from_file(&dir.join(format!("{id}.json"))));
+        }
+        let tool = binary.requested.display().to_string();
+        let output = Output {
+            tool: tool.clone(),
+            exit_code: finished.exit_code,
+            stdout: finished.stdout.head,
+            stderr: finished.stderr.head,
+            stdout_tail: finished.stdout.tail,
+            stderr_tail: finished.stderr.tail,
+            stdout_total: finished.stdout.total,
+            stderr_total: finished.stderr.total,
+            artifacts,
+            timings: Timings {
+                queue_us: queued.as_micros() as u64,
+                instantiate_us: 0,
+                run_us: ran.as_micros() as u64,
+                total_us: called.elapsed().as_micros() as u64,
+            },
+            execution_id: request.execution_id.clone(),
+            cached: false,
+        };
+        if finished.timed_out {
+            return Err(Error::Timeout {
+                tool,
+                limit: format!("time limit of {} ms", limits.timeout.as_millis()),
+                partial: Box::new(output),
+            });
+        }
+        Ok(output)
+    }
+}
