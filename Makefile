@@ -33,7 +33,7 @@ $(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm &: $(BUILD)/.ziglang FOR
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
-	cargo build --release --locked -p megavisor -p megavisor-bench
+	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-bench
 
 $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys

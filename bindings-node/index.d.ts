@@ -26,8 +26,25 @@ export interface RunResult {
   executionId?: string;
   /** True when replayed from the idempotency cache. */
   cached: boolean;
+  /** What a native tool used (absent for the bundle's tools). */
+  usage?: Usage;
 }
 
+/** The resources a native tool used. */
+export interface Usage {
+  peakMemoryBytes: number;
+  userUs: number;
+  systemUs: number;
+  /** The limits the call ran into. */
+  limitsHit: Array<'memory_limit' | 'timeout' | 'pids_limit'>;
+  /** The cgroup hierarchy that limited and counted it. */
+  cgroup?: 'v1' | 'v2';
+}
+
+/**
+ * A tool is an entry's name, or a native binary's absolute path (run if the allowlist of
+ * the driver, or of the supervisor it is connected to, allows it).
+ */
 export interface RunOptions {
   /** Bytes (or text, as UTF-8) for the tool's stdin. */
   stdin?: Buffer | Uint8Array | string;

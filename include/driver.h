@@ -51,7 +51,8 @@ typedef struct driver_result_t driver_result_t;
 
 // One tool call. Zero-initialize it, then set what you need.
 typedef struct {
-  // The tool's name (required).
+  // The tool (required): an entry's name, or a native binary's absolute path (run if the
+  // allowlist allows it).
   const char *tool;
   // `argc` arguments after argv[0] (may be NULL when `argc` is 0).
   const char *const *argv;

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use megavisor_core::{EngineOptions, Request, Runtime, RuntimeOptions, TrustPolicy};
+use megavisor_core::native::{AllowlistConfig, NativeOptions, SandboxOptions};
+use megavisor_core::{EngineOptions, Request, Runtime, RuntimeOptions, ToolRef, TrustPolicy};
 use serde_json::json;
 
 use samples::{Samples, median_us, report};
@@ -88,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let peer = ("spawn/bin-true", peer["p50_us"].as_f64().expect("a number"));
 
     embedded_cases(&bundle, &key, &sizes, peer)?;
+    native_cases(&bundle, &key, &sizes, peer)?;
 
     let megavisor = match args.megavisor {
         Some(path) => path,
@@ -169,6 +171,57 @@ fn embedded_cases(
         ));
         line["run_p50_us"] = json!(median_us(timings.iter().map(|t| t.run_us).collect()));
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// `/bin/true` as a native tool, against the same fork/exec: allowlisted and run as a plain
+/// process (`native/direct/true`), and through the whole sandbox: jailer, namespaces,
+/// pivot_root, cgroup, seccomp (`native/sandboxed/true`; needs root, else reported skipped).
+fn native_cases(
+    bundle: &std::path::Path,
+    key: &std::path::Path,
+    sizes: &Sizes,
+    peer: (&str, f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let policy = TrustPolicy::from_key_files(&[key.to_owned()])?;
+    let allowlist = AllowlistConfig {
+        paths: vec!["/bin/true".into()],
+        ..AllowlistConfig::default()
+    };
+    let sandboxed = nix::unistd::geteuid()
+        .is_root()
+        .then(SandboxOptions::default);
+    let cases = [
+        ("native/direct/true", None),
+        ("native/sandboxed/true", sandboxed),
+    ];
+    for (case, sandbox) in cases {
+        if case == "native/sandboxed/true" && sandbox.is_none() {
+            println!(
+                "{}",
+                json!({"case": case, "skipped": "the sandbox needs root"})
+            );
+            continue;
+        }
+        let options = RuntimeOptions {
+            native: Some(NativeOptions {
+                allowlist: allowlist.clone(),
+                sandbox,
+                ..NativeOptions::default()
+            }),
+            ..RuntimeOptions::default()
+        };
+        let runtime = Runtime::open(bundle, &policy, options)?;
+        let mut request = Request::new("true");
+        request.tool = ToolRef::Native("/bin/true".into());
+        let call = || {
+            let out = runtime.run(&request).expect("native call succeeds");
+            assert_eq!(out.exit_code, 0);
+        };
+        Samples::collect(sizes.spawns / 10, call);
+        let (samples, wall) = Samples::collect(sizes.spawns, call);
+        println!("{}", report(case, &samples, wall, Some(peer)));
     }
     Ok(())
 }

@@ -59,7 +59,8 @@ pub struct DriverResult(Output);
 /// One tool call. Zero-initialize it, then set what you need.
 #[repr(C)]
 pub struct DriverRequest {
-    /// The tool's name (required).
+    /// The tool (required): an entry's name, or a native binary's absolute path (run if the
+    /// allowlist allows it).
     pub tool: *const c_char,
     /// `argc` arguments after argv[0] (may be NULL when `argc` is 0).
     pub argv: *const *const c_char,
@@ -371,7 +372,7 @@ unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf
 
 unsafe fn call_from(request: &DriverRequest) -> Result<Call, Failure> {
     // SAFETY: the request's strings are valid by the caller's contract.
-    let mut call = Call::new(unsafe { text(request.tool, "request.tool") }?);
+    let mut call = Call::of_tool(unsafe { text(request.tool, "request.tool") }?);
     // SAFETY: `argv` holds `argc` C strings by the caller's contract.
     call = call.args(unsafe { strings(request.argv, request.argc, "request.argv") }?);
     // SAFETY: `env` holds `env_count` C strings by the caller's contract.

@@ -144,7 +144,7 @@ fn call(
     args: Vec<String>,
     options: Option<RunOptions>,
 ) -> megavisor_driver::Result<Call> {
-    let mut call = Call::new(tool).args(args);
+    let mut call = Call::of_tool(tool).args(args);
     let Some(options) = options else {
         return Ok(call);
     };

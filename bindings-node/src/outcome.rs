@@ -34,6 +34,20 @@ pub struct RunResult {
     pub execution_id: Option<String>,
     /// True when replayed from the idempotency cache.
     pub cached: bool,
+    /// What a native tool used (absent for the bundle's tools).
+    pub usage: Option<Usage>,
+}
+
+/// The resources a native tool used.
+#[napi(object)]
+pub struct Usage {
+    pub peak_memory_bytes: f64,
+    pub user_us: f64,
+    pub system_us: f64,
+    /// `memory_limit`, `timeout`, `pids_limit`: the limits it ran into.
+    pub limits_hit: Vec<String>,
+    /// `v1` or `v2`: the cgroup hierarchy that limited and counted it.
+    pub cgroup: Option<String>,
 }
 
 impl From<Output> for RunResult {
@@ -58,6 +72,13 @@ impl From<Output> for RunResult {
             },
             execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
             cached: output.cached,
+            usage: output.usage.map(|usage| Usage {
+                peak_memory_bytes: usage.peak_memory_bytes as f64,
+                user_us: usage.user_us as f64,
+                system_us: usage.system_us as f64,
+                limits_hit: usage.limits_hit,
+                cgroup: Some(usage.cgroup).filter(|c| !c.is_empty()),
+            }),
         }
     }
 }

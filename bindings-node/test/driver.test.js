@@ -110,3 +110,19 @@ test('connect() uses MEGAVISOR_SOCKET', async () => {
     supervisor.stop();
   }
 });
+
+test('a native tool runs through the supervisor, with its usage', async () => {
+  const supervisor = await startSupervisor(TEST_BUNDLE, ['--allow-binary', '/usr/bin/wc']);
+  try {
+    const client = megavisor.connect(supervisor.socket);
+    const r = await client.run('/usr/bin/wc', ['-l'], { stdin: 'a\nb\n' });
+    assert.equal(r.stdout.toString().trim(), '2');
+    assert.equal(r.tool, '/usr/bin/wc');
+    assert.deepEqual(r.usage.limitsHit, []);
+    assert.equal(client.runSync('true').usage, undefined);
+    await assert.rejects(client.run('/bin/ls'), (err) => err.code === 'NOT_ALLOWED' && /allowlist/.test(err.message));
+  } finally {
+    supervisor.stop();
+  }
+});
+

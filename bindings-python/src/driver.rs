@@ -176,7 +176,7 @@ fn call(
     execution_id: Option<String>,
     params: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Call> {
-    let mut call = Call::new(tool).args(args);
+    let mut call = Call::of_tool(tool).args(args);
     if let Some(stdin) = stdin {
         call = call.stdin(stdin);
     }

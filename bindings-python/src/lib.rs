@@ -16,6 +16,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<driver::Driver>()?;
     module.add_class::<output::RunResult>()?;
     module.add_class::<output::Timings>()?;
+    module.add_class::<output::Usage>()?;
     module.add_class::<output::ToolInfo>()?;
     module.add_class::<completions::Completions>()?;
     Ok(())

@@ -31,6 +31,32 @@ pub(crate) struct RunResult {
     execution_id: Option<String>,
     /// True when replayed from the idempotency cache.
     cached: bool,
+    /// What a native tool used (`None` for the bundle's tools).
+    usage: Option<Py<Usage>>,
+}
+
+/// The resources a native tool used.
+#[pyclass(module = "megavisor", frozen, get_all)]
+pub(crate) struct Usage {
+    /// Peak memory of the call's cgroup, or the largest resident set of one process.
+    peak_memory_bytes: u64,
+    /// CPU time of every process of the call.
+    user_us: u64,
+    system_us: u64,
+    /// The limits it ran into: `memory_limit`, `timeout`, `pids_limit`.
+    limits_hit: Vec<String>,
+    /// The cgroup hierarchy that limited and counted it (`v1`, `v2`), or `None`.
+    cgroup: Option<String>,
+}
+
+#[pymethods]
+impl Usage {
+    fn __repr__(&self) -> String {
+        format!(
+            "Usage(peak_memory_bytes={}, user_us={}, system_us={}, limits_hit={:?}, cgroup={:?})",
+            self.peak_memory_bytes, self.user_us, self.system_us, self.limits_hit, self.cgroup
+        )
+    }
 }
 
 impl RunResult {
@@ -57,6 +83,21 @@ impl RunResult {
             )?,
             execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
             cached: output.cached,
+            usage: output
+                .usage
+                .map(|usage| {
+                    Py::new(
+                        py,
+                        Usage {
+                            peak_memory_bytes: usage.peak_memory_bytes,
+                            user_us: usage.user_us,
+                            system_us: usage.system_us,
+                            limits_hit: usage.limits_hit,
+                            cgroup: Some(usage.cgroup).filter(|c| !c.is_empty()),
+                        },
+                    )
+                })
+                .transpose()?,
         })
     }
 }

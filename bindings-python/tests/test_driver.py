@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -152,3 +153,16 @@ def test_connect_uses_megavisor_socket(
 ) -> None:
     monkeypatch.setenv("MEGAVISOR_SOCKET", str(supervisor.socket))
     assert megavisor.connect().run("echo", ["via env"]).stdout == b"via env\n"
+
+
+def test_a_native_tool_runs_through_the_supervisor_with_its_usage(
+    start_supervisor: Callable,
+) -> None:
+    sup = start_supervisor(TEST_BUNDLE, "--allow-binary", "/usr/bin/wc")
+    client = megavisor.connect(sup.socket)
+    r = client.run("/usr/bin/wc", ["-l"], stdin=b"a\nb\n")
+    assert (r.exit_code, r.stdout.strip(), r.tool) == (0, b"2", "/usr/bin/wc")
+    assert r.usage is not None and r.usage.limits_hit == []
+    assert client.run("true").usage is None
+    with pytest.raises(megavisor.NotAllowed, match="allowlist"):
+        client.run("/bin/ls")

@@ -32,6 +32,17 @@ impl Call {
         }
     }
 
+    /// A call of `tool` as the bindings name it: an absolute path is a native binary
+    /// ([`Call::native`]), anything else an entry of the bundle ([`Call::new`]).
+    pub fn of_tool(tool: impl Into<String>) -> Self {
+        let tool = tool.into();
+        if tool.starts_with('/') {
+            Call::native(tool)
+        } else {
+            Call::new(tool)
+        }
+    }
+
     /// A call of the native binary at this absolute path, run as a process if the
     /// supervisor's allowlist allows it.
     pub fn native(path: impl Into<String>) -> Self {

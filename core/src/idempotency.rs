@@ -36,7 +36,7 @@ pub enum Claim<'a> {
     /// First sighting: run it, then [`Ticket::complete`].
     Run(Ticket<'a>),
     /// Seen before: this is its result.
-    Replay(Outcome),
+    Replay(Box<Outcome>),
 }
 
 /// The right (and duty) to run an execution id once.
@@ -96,10 +96,10 @@ impl IdempotencyCache {
             outcome = slot.done.wait(outcome).unwrap_or_else(|p| p.into_inner());
         }
         let (result, _) = outcome.as_ref().expect("completed");
-        Ok(Claim::Replay(result.clone().map(|mut o| {
+        Ok(Claim::Replay(Box::new(result.clone().map(|mut o| {
             o.cached = true;
             o
-        })))
+        }))))
     }
 
     fn expired(&self, slot: &Slot) -> bool {
@@ -161,9 +161,10 @@ mod tests {
             panic!("first claim runs")
         };
         t.complete(&output(7));
-        let Claim::Replay(Ok(o)) = c.claim("a", [1; 32]).unwrap() else {
+        let Claim::Replay(replayed) = c.claim("a", [1; 32]).unwrap() else {
             panic!("replay")
         };
+        let o = replayed.unwrap();
         assert!(o.cached && o.exit_code == 7);
         let err = c.claim("a", [2; 32]).err().unwrap();
         assert!(err.to_string().contains("different request"));
@@ -197,7 +198,7 @@ mod tests {
         };
         let c2 = c.clone();
         let waiter = std::thread::spawn(move || match c2.claim("x", [0; 32]).unwrap() {
-            Claim::Replay(r) => r.unwrap().exit_code,
+            Claim::Replay(r) => (*r).unwrap().exit_code,
             Claim::Run(_) => -1,
         });
         std::thread::sleep(Duration::from_millis(20));

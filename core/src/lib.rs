@@ -53,6 +53,6 @@ pub use engine::EngineOptions;
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{Entry, Manifest};
 pub use request::{Limits, Mount, Request, ToolRef};
-pub use result::{Output, Timings};
+pub use result::{Output, ResourceUsage, Timings};
 pub use runtime::{Runtime, RuntimeOptions, StartupReport};
 pub use signing::{ManifestSigner, TrustPolicy, TrustedKey};

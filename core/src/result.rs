@@ -48,6 +48,23 @@ pub struct Output {
     pub execution_id: Option<String>,
     /// True when this result was replayed from the idempotency cache.
     pub cached: bool,
+    /// What a native tool used (`None` for the megabinary's entries).
+    pub usage: Option<ResourceUsage>,
+}
+
+/// The resources a native tool used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResourceUsage {
+    /// Peak memory of the call's cgroup, or else the largest resident set of one process.
+    pub peak_memory_bytes: u64,
+    /// User CPU time of every process of the call.
+    pub user_us: u64,
+    /// System CPU time of every process of the call.
+    pub system_us: u64,
+    /// The limits the call ran into: `memory_limit`, `timeout`, `pids_limit`.
+    pub limits_hit: Vec<&'static str>,
+    /// The cgroup hierarchy that limited and counted the call (`v1`, `v2`), if any.
+    pub cgroup: Option<&'static str>,
 }
 
 impl Output {

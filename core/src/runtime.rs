@@ -349,6 +349,11 @@ impl Runtime {
         })
     }
 
+    /// Whether native tools may run here (an allowlist is configured).
+    pub fn runs_native_tools(&self) -> bool {
+        self.native.is_some()
+    }
+
     /// Runs one invocation: an entry of the megabinary, or a native binary.
     pub fn run(&self, request: &Request) -> Result<Output> {
         let called = Instant::now();
@@ -369,7 +374,7 @@ impl Runtime {
         let fingerprint =
             *blake3::hash(&serde_json::to_vec(&normalized).expect("requests serialize")).as_bytes();
         match self.idempotency.claim(id, fingerprint)? {
-            Claim::Replay(outcome) => outcome,
+            Claim::Replay(outcome) => *outcome,
             Claim::Run(ticket) => {
                 let outcome = execute();
                 ticket.complete(&outcome);
@@ -393,6 +398,7 @@ impl Runtime {
         };
         let limits = NativeLimits {
             timeout: self.limit_time(defaults, request.limits.timeout)?,
+            memory_bytes: request.limits.memory_bytes,
             output_bytes: self.limit_output(request.limits.output_bytes)?,
             out_dir: self.out_dir_of(request)?,
         };
@@ -505,6 +511,7 @@ impl Runtime {
             },
             execution_id: request.execution_id.clone(),
             cached: false,
+            usage: None,
         };
         output.timings.total_us = called.elapsed().as_micros() as u64;
         let error = match outcome {

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use megavisor_core::{
-    Access, Capability, Error, ErrorKind, Limits, Mount, Output, Request, Runtime, Timings, ToolRef,
+    Access, Capability, Error, ErrorKind, Limits, Mount, Output, Request, ResourceUsage, Runtime,
+    Timings, ToolRef,
 };
 use megavisor_wire::proto::{self, call};
 
@@ -153,6 +154,13 @@ pub fn output(output: Output) -> proto::Output {
         }),
         execution_id: output.execution_id.unwrap_or_default(),
         cached: output.cached,
+        usage: output.usage.map(|usage| proto::ResourceUsage {
+            peak_memory_bytes: usage.peak_memory_bytes,
+            user_us: usage.user_us,
+            system_us: usage.system_us,
+            limits_hit: usage.limits_hit.iter().map(|l| (*l).to_owned()).collect(),
+            cgroup: usage.cgroup.unwrap_or_default().to_owned(),
+        }),
     }
 }
 
@@ -222,5 +230,27 @@ pub fn output_from_wire(output: proto::Output) -> Output {
         },
         execution_id: Some(output.execution_id).filter(|id| !id.is_empty()),
         cached: output.cached,
+        usage: output.usage.map(|usage| ResourceUsage {
+            peak_memory_bytes: usage.peak_memory_bytes,
+            user_us: usage.user_us,
+            system_us: usage.system_us,
+            limits_hit: usage
+                .limits_hit
+                .iter()
+                .filter_map(|l| known_limit(l))
+                .collect(),
+            cgroup: match usage.cgroup.as_str() {
+                "v1" => Some("v1"),
+                "v2" => Some("v2"),
+                _ => None,
+            },
+        }),
     }
+}
+
+/// A limit's name as the core's static string (names this build does not know are dropped).
+fn known_limit(name: &str) -> Option<&'static str> {
+    ["memory_limit", "timeout", "pids_limit"]
+        .into_iter()
+        .find(|known| *known == name)
 }

@@ -80,7 +80,38 @@ pub struct NativeArgs {
     /// Environment variable a request may pass to a native tool: a name, or a prefix ending
     /// in `*` (repeatable).
     #[arg(long = "native-env", value_name = "NAME")]
-    pub env: Vec<String>,
+    pub native_env: Vec<String>,
+    /// Run native tools in the sandbox: new user, PID, mount, UTS, IPC and network
+    /// namespaces, a read-only root, uid 65534, rlimits, seccomp, a cgroup (needs root).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// The sandbox's root directory (default: a fresh one showing /usr, /bin, /lib, /etc
+    /// read-only).
+    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    pub sandbox_root: Option<PathBuf>,
+    /// A host directory mounted read-write (noexec) at /workspace, the tools' working
+    /// directory (default: a private tmpfs).
+    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    pub workspace: Option<PathBuf>,
+    /// Keep the host's network (no network namespace).
+    #[arg(long, requires = "sandbox")]
+    pub network: bool,
+    /// CPU quota of each native call, in cores (e.g. 0.5).
+    #[arg(long, value_name = "CORES", requires = "sandbox")]
+    pub cpus: Option<f64>,
+    /// Processes each native call may have at once.
+    #[arg(long, value_name = "N", default_value_t = 256, requires = "sandbox")]
+    pub pids: u64,
+    /// IO weight of each native call (cgroup v2: 1-10000; v1: 10-1000).
+    #[arg(long, value_name = "N", requires = "sandbox")]
+    pub io_weight: Option<u32>,
+    /// Cgroup hierarchy of native calls: auto (v2 if it has the controllers, else v1), v1,
+    /// v2 or none.
+    #[arg(long, value_name = "VERSION", default_value = "auto", value_parser = ["auto", "v1", "v2", "none"], requires = "sandbox")]
+    pub cgroup: String,
+    /// The jailer program (default: megavisor-jail beside this one).
+    #[arg(long, value_name = "PATH", requires = "sandbox")]
+    pub jailer: Option<PathBuf>,
 }
 
 /// How one invocation is sandboxed and limited.

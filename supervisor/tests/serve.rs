@@ -300,6 +300,50 @@ fn error_kinds_and_partial_output_cross_the_ring() {
 }
 
 #[test]
+fn native_tools_run_through_the_ring_under_the_allowlist_and_the_sandbox() {
+    let plain = Supervisor::start(&bundle(), &[]);
+    let err = plain
+        .client()
+        .call(&Call::native("/usr/bin/wc"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+
+    let mut flags = vec![
+        "--allow-binary",
+        "/usr/bin/wc",
+        "--allow-binary",
+        "/usr/bin/id",
+    ];
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        flags.push("--sandbox");
+    } else {
+        eprintln!("NOTE: not root: the sandboxed half of this test is skipped");
+    }
+    let supervisor = Supervisor::start(&bundle(), &flags);
+    let client = supervisor.client();
+    let out = client
+        .call(
+            &Call::native("/usr/bin/wc")
+                .args(["-l"])
+                .stdin(b"a\nb\n".as_slice()),
+        )
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let usage = out.usage.expect("native calls report their usage");
+    assert!(usage.user_us + usage.system_us > 0 || usage.peak_memory_bytes > 0);
+    let err = client.call(&Call::native("/bin/ls")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+    if root {
+        let out = client
+            .call(&Call::native("/usr/bin/id").args(["-u"]))
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+        assert_eq!(out.usage.unwrap().cgroup, "v1");
+    }
+}
+
+#[test]
 fn json_params_are_rendered_through_the_entry_schema() {
     let supervisor = Supervisor::start(&bundle(), &[]);
     let client = supervisor.client();

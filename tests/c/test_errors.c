@@ -82,6 +82,9 @@ static void not_allowed(driver_t *driver)
     driver_result_t *result = NULL;
     CHECK(driver_run(driver, &request, &result) == DRIVER_STATUS_NOT_ALLOWED);
     CHECK(strstr(driver_last_error(), "SECRET") != NULL);
+    /* A native binary, with no allowlist configured. */
+    CHECK(call(driver, "/bin/ls", NULL, 0, 0) == DRIVER_STATUS_NOT_ALLOWED);
+    CHECK(strstr(driver_last_error(), "native tools are not enabled") != NULL);
     /* A malformed env entry is the caller's mistake. */
     env[0] = "no equals sign";
     CHECK(driver_run(driver, &request, &result) == DRIVER_STATUS_INVALID_ARGUMENT);

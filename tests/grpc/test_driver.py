@@ -87,6 +87,26 @@ class Supervisor:
         self.dir.cleanup()
 
 
+def test_an_allowlisted_native_binary_runs_as_itself(stubs):
+    """Seed 000's shape (`ctr images ls`): an absolute path with args; a binary the manifest
+    does not stand for runs natively when the allowlist allows it, and only then."""
+    pb2, _ = stubs
+    supervisor = Supervisor(BUILD / "bundle", extra=["--allow-binary", "/usr/bin/id"])
+    try:
+        stub = driver(supervisor, stubs)
+        reply = stub.Execute(
+            pb2.ExecuteRequest(instruction="/usr/bin/id", args=["-u"], execution_id="native-1")
+        )
+        assert reply.exit_code == 0
+        assert reply.stdout_tail.strip() == str(os.getuid()).encode()
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Execute(pb2.ExecuteRequest(instruction="/bin/ls"))
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "allowlist" in raised.value.details()
+    finally:
+        supervisor.stop()
+
+
 @pytest.fixture(scope="module")
 def default(stubs):
     supervisor = Supervisor(BUILD / "bundle")

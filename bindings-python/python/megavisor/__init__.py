@@ -23,7 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 from . import errors
 from ._native import Completions as _Completions
 from ._native import Driver as _NativeDriver
-from ._native import Result, Timings, Tool
+from ._native import Result, Timings, Tool, Usage
 from .errors import (
     BadRequest,
     BadSignature,
@@ -46,6 +46,7 @@ __all__ = [
     "Result",
     "Timings",
     "Tool",
+    "Usage",
     "embedded",
     "connect",
     "DEFAULT_BUNDLE",

@@ -19,6 +19,22 @@ class Timings:
     @property
     def total_us(self) -> int: ...
 
+class Usage:
+    """The resources a native tool used."""
+
+    @property
+    def peak_memory_bytes(self) -> int: ...
+    @property
+    def user_us(self) -> int: ...
+    @property
+    def system_us(self) -> int: ...
+    @property
+    def limits_hit(self) -> List[str]:
+        """``memory_limit``, ``timeout``, ``pids_limit``: the limits the call ran into."""
+    @property
+    def cgroup(self) -> Optional[str]:
+        """``v1`` or ``v2``: the cgroup hierarchy that limited and counted it."""
+
 class Result:
     """The outcome of a call that ran to an exit (a non-zero exit code is still a result)."""
 
@@ -52,6 +68,9 @@ class Result:
     @property
     def cached(self) -> bool:
         """True when replayed from the idempotency cache."""
+    @property
+    def usage(self) -> Optional[Usage]:
+        """What a native tool used (``None`` for the bundle's tools)."""
 
 class Tool:
     """A tool of the bundle: name, description, argument schema, capabilities, limits."""

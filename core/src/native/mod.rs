@@ -9,17 +9,23 @@
 //! in its own process group, which is killed at the time limit.
 
 pub mod allowlist;
+pub mod cgroup;
 mod process;
+pub mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use allowlist::{AllowedBinary, Allowlist, AllowlistConfig};
+pub use cgroup::{CgroupVersion, ResourceLimits};
+pub use sandbox::{Namespaces, Rlimits, SandboxOptions};
+
+use cgroup::Hierarchies;
 
 use crate::artifacts;
 use crate::error::{Error, Result};
 use crate::request::Request;
-use crate::result::{Output, Timings};
+use crate::result::{Output, ResourceUsage, Timings};
 
 /// How native tools may run.
 #[derive(Debug, Clone)]
@@ -30,8 +36,11 @@ pub struct NativeOptions {
     pub env: Vec<String>,
     /// Time limit of a request that sets none.
     pub default_timeout: Duration,
-    /// Working directory of the processes.
+    /// Working directory of the processes (outside a sandbox).
     pub cwd: PathBuf,
+    /// The sandbox every native tool runs in; `None` runs them as plain processes of the
+    /// supervisor's user (allowlist, environment, time limit and process group still apply).
+    pub sandbox: Option<SandboxOptions>,
 }
 
 impl Default for NativeOptions {
@@ -41,6 +50,7 @@ impl Default for NativeOptions {
             env: Vec::new(),
             default_timeout: Duration::from_secs(30),
             cwd: PathBuf::from("/"),
+            sandbox: None,
         }
     }
 }
@@ -48,6 +58,8 @@ impl Default for NativeOptions {
 /// The limits of one native call, settled by the runtime.
 pub(crate) struct NativeLimits {
     pub timeout: Duration,
+    /// The cgroup memory limit, replacing the sandbox's default.
+    pub memory_bytes: Option<u64>,
     pub output_bytes: usize,
     /// `<out-dir>/<execution_id>/`, when the runtime has an output directory and the
     /// request an execution id.
@@ -59,13 +71,23 @@ pub(crate) struct NativeLimits {
 pub(crate) struct NativeDriver {
     allowlist: Allowlist,
     options: NativeOptions,
+    /// The cgroup hierarchies, when the sandbox uses cgroups.
+    hierarchies: Option<Hierarchies>,
+    spawner: process::Spawner,
 }
 
 impl NativeDriver {
     pub(crate) fn new(options: NativeOptions) -> Result<Self> {
+        let sandboxed_cgroups = options
+            .sandbox
+            .as_ref()
+            .is_some_and(|s| s.cgroups.is_some());
+        let hierarchies = sandboxed_cgroups.then(Hierarchies::detect).transpose()?;
         Ok(NativeDriver {
             allowlist: Allowlist::new(&options.allowlist)?,
             options,
+            hierarchies,
+            spawner: process::Spawner::start()?,
         })
     }
 
@@ -82,9 +104,14 @@ impl NativeDriver {
                     .to_owned(),
             ));
         }
-        if request.limits.memory_bytes.is_some() || request.limits.fuel.is_some() {
+        if request.limits.fuel.is_some() {
             return Err(Error::BadRequest(
-                "memory and fuel limits of native tools need the native sandbox, which is not configured"
+                "fuel limits apply to wasm tools only".to_owned(),
+            ));
+        }
+        if request.limits.memory_bytes.is_some() && self.hierarchies.is_none() {
+            return Err(Error::BadRequest(
+                "a native tool's memory limit needs the sandbox with cgroups, which is not configured"
                     .to_owned(),
             ));
         }
@@ -130,16 +157,61 @@ impl NativeDriver {
             env.push(("MEGAVISOR_OUT_DIR".to_owned(), dir.display().to_string()));
         }
         let started = Instant::now();
-        let finished = process::run(&process::Invocation {
-            binary,
-            args: &request.args,
-            env: &env,
-            stdin: &request.stdin,
-            timeout: limits.timeout,
-            output_bytes: limits.output_bytes,
-            cwd: &self.options.cwd,
-        })?;
+        let group = match (&self.options.sandbox, &self.hierarchies) {
+            (Some(sandbox), Some(hierarchies)) => {
+                let mut resources = sandbox.resources;
+                resources.memory_bytes = limits.memory_bytes.or(resources.memory_bytes);
+                let version = sandbox.cgroups.unwrap_or_default();
+                Some(hierarchies.create(version, &resources)?)
+            }
+            _ => None,
+        };
+        let jail = self.options.sandbox.as_ref().map(|sandbox| {
+            (
+                sandbox,
+                group.as_ref().map(|g| g.dirs()).unwrap_or_default(),
+            )
+        });
+        let finished = process::run(
+            &self.spawner,
+            &process::Invocation {
+                binary,
+                args: &request.args,
+                env: &env,
+                stdin: &request.stdin,
+                timeout: limits.timeout,
+                output_bytes: limits.output_bytes,
+                cwd: &self.options.cwd,
+                jail,
+            },
+        );
+        let counted = group.as_ref().map(|g| g.usage()).unwrap_or_default();
+        let cgroup = group.as_ref().map(|g| match g.version() {
+            CgroupVersion::V2 => "v2",
+            _ => "v1",
+        });
+        if let Some(group) = group {
+            group.remove();
+        }
+        let finished = finished?;
         let ran = started.elapsed();
+        let mut limits_hit = Vec::new();
+        if counted.oom_killed {
+            limits_hit.push("memory_limit");
+        }
+        if finished.timed_out {
+            limits_hit.push("timeout");
+        }
+        if counted.pids_limited {
+            limits_hit.push("pids_limit");
+        }
+        let usage = ResourceUsage {
+            peak_memory_bytes: counted.peak_memory_bytes.unwrap_or(finished.max_rss_bytes),
+            user_us: counted.user_us.unwrap_or(finished.user_us),
+            system_us: counted.system_us.unwrap_or(finished.system_us),
+            limits_hit,
+            cgroup,
+        };
         let mut artifacts = artifacts::from_stdout(&finished.stdout.tail);
         if let (Some(dir), Some(id)) = (&limits.out_dir, &request.execution_id) {
             artifacts.extend(artifacts::from_file(&dir.join(format!("{id}.json"))));
@@ -163,7 +235,16 @@ impl NativeDriver {
             },
             execution_id: request.execution_id.clone(),
             cached: false,
+            usage: Some(usage.clone()),
         };
+        if counted.oom_killed && !finished.timed_out {
+            return Err(Error::MemoryLimit {
+                tool,
+                requested: usage.peak_memory_bytes,
+                limit: limits.memory_bytes.unwrap_or_default(),
+                partial: Box::new(output),
+            });
+        }
         if finished.timed_out {
             return Err(Error::Timeout {
                 tool,

@@ -11,7 +11,9 @@ pub mod verify;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
-use megavisor_core::native::{AllowlistConfig, NativeOptions};
+use megavisor_core::native::{
+    AllowlistConfig, CgroupVersion, Namespaces, NativeOptions, ResourceLimits, SandboxOptions,
+};
 use megavisor_core::{
     EngineOptions, Error, Limits, Mount, Request, Result, Runtime, RuntimeOptions, TrustPolicy,
 };
@@ -80,9 +82,36 @@ pub fn native_options(args: &NativeArgs) -> Option<NativeOptions> {
             digests: args.digests.clone(),
             ..AllowlistConfig::default()
         },
-        env: args.env.clone(),
+        env: args.native_env.clone(),
+        sandbox: args.sandbox.then(|| sandbox_options(args)),
         ..NativeOptions::default()
     })
+}
+
+fn sandbox_options(args: &NativeArgs) -> SandboxOptions {
+    let defaults = SandboxOptions::default();
+    SandboxOptions {
+        jailer: args.jailer.clone().unwrap_or(defaults.jailer),
+        namespaces: Namespaces {
+            net: !args.network,
+            ..Namespaces::default()
+        },
+        root: args.sandbox_root.clone(),
+        workspace: args.workspace.clone(),
+        resources: ResourceLimits {
+            cpu_cores: args.cpus,
+            pids: Some(args.pids),
+            io_weight: args.io_weight,
+            memory_bytes: None,
+        },
+        cgroups: match args.cgroup.as_str() {
+            "v1" => Some(CgroupVersion::V1),
+            "v2" => Some(CgroupVersion::V2),
+            "none" => None,
+            _ => Some(CgroupVersion::Auto),
+        },
+        ..defaults
+    }
 }
 
 /// Verifies and loads the bundle.

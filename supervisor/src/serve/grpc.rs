@@ -183,17 +183,24 @@ fn to_request(
         return Err(bad("pass one of args, params and params_json"));
     }
     // An absolute path names a native binary: it runs as the entry whose recorded digests
-    // match its content (seed 001), or is refused with EACCES.
-    let entry = if execute.instruction.starts_with('/') {
-        runtime.entry_for_native(std::path::Path::new(&execute.instruction))?
+    // match its content (seed 001); failing that, as itself if the allowlist lets it (issue
+    // 6: `ctr images ls` as seed 000 shows); else it is refused with EACCES.
+    let (tool, entry) = if execute.instruction.starts_with('/') {
+        let binary = std::path::Path::new(&execute.instruction);
+        match runtime.entry_for_native(binary) {
+            Ok(entry) => (ToolRef::Name(entry.name.clone()), Some(entry)),
+            Err(_) if runtime.runs_native_tools() => (ToolRef::Native(binary.to_owned()), None),
+            Err(refused) => return Err(refused),
+        }
     } else {
-        runtime
+        let entry = runtime
             .manifest()
             .entry(&execute.instruction)
             .ok_or_else(|| Error::ToolNotFound {
                 name: execute.instruction.clone(),
                 available: runtime.manifest().entry_names(),
-            })?
+            })?;
+        (ToolRef::Name(entry.name.clone()), Some(entry))
     };
     let mut args = execute.args;
     let mut stdin = execute.stdin;
@@ -203,11 +210,21 @@ fn to_request(
                 .map_err(|e| Error::BadRequest(format!("params_json is not JSON: {e}")))?,
         )
     } else if !execute.params.is_empty() {
+        let Some(entry) = entry else {
+            return Err(bad(
+                "params need an entry's argument schema; a native tool takes args",
+            ));
+        };
         Some(typed_params(entry, execute.params)?)
     } else {
         None
     };
     if let Some(params) = params {
+        let Some(entry) = entry else {
+            return Err(bad(
+                "params need an entry's argument schema; a native tool takes args",
+            ));
+        };
         let rendered = entry.render_arguments(&params)?;
         args = rendered.args;
         if let Some(bytes) = rendered.stdin {
@@ -226,7 +243,7 @@ fn to_request(
     let mut env: Vec<(String, String)> = execute.env.into_iter().collect();
     env.sort();
     Ok(Request {
-        tool: ToolRef::Name(entry.name.clone()),
+        tool,
         args,
         env,
         stdin,

@@ -6,7 +6,10 @@
 //! answer seed 001 gives to a refused execve), creating processes, debugging other
 //! processes, changing mounts or namespaces, loading kernel code, and reading other
 //! processes' memory (`EPERM`). Filters are per thread and inherited by threads these
-//! threads create; the supervisor's other threads are not filtered.
+//! threads create; the supervisor's other threads are not filtered. Allowlisted native tools
+//! are the one sanctioned way to start a program: the runtime starts them on a thread of
+//! its own, made (unfiltered) with the runtime on the main thread, and sandboxes them with
+//! megavisor-jail.
 
 use std::collections::BTreeMap;
 

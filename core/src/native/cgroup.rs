@@ -1,0 +1,409 @@
+//! One cgroup per sandboxed call: its limits (memory, CPU quota, processes, IO weight) and
+//! what it used (peak memory, user and system CPU time, whether a limit was hit).
+//!
+//! Through cgroup v2 where the unified hierarchy offers the controllers the limits need,
+//! else through the v1 controllers (the machines here mount v1 controllers with an empty v2
+//! hierarchy beside them). Each call's group is made under the supervisor's own group of
+//! each hierarchy, joined by the jailer before anything runs, and removed afterwards.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Resource limits of a sandboxed call; `None` leaves that resource unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceLimits {
+    /// Memory (and swap) in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU time per wall-clock time, in cores (e.g. 0.5).
+    pub cpu_cores: Option<f64>,
+    /// Processes and threads at once.
+    pub pids: Option<u64>,
+    /// Relative IO weight, 1 to 10000 (v2) or 10 to 1000 (v1).
+    pub io_weight: Option<u32>,
+}
+
+/// Which cgroup hierarchy to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// v2 if it offers every controller the limits need, else v1.
+    #[default]
+    Auto,
+    /// Only the unified (v2) hierarchy.
+    V2,
+    /// Only the v1 controllers.
+    V1,
+}
+
+/// What a call used, read from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CgroupUsage {
+    pub peak_memory_bytes: Option<u64>,
+    pub user_us: Option<u64>,
+    pub system_us: Option<u64>,
+    pub oom_killed: bool,
+    pub pids_limited: bool,
+}
+
+/// The mounted hierarchies and this process's place in them.
+#[derive(Debug, Clone)]
+pub(crate) struct Hierarchies {
+    /// This process's cgroup in the unified hierarchy, if it is mounted.
+    unified: Option<PathBuf>,
+    /// This process's cgroup in each v1 controller's hierarchy.
+    v1: BTreeMap<String, PathBuf>,
+}
+
+/// A call's cgroup (one directory for v2, one per controller for v1).
+#[derive(Debug)]
+pub(crate) struct CallCgroup {
+    version: CgroupVersion,
+    /// Directory by controller (`""` for the v2 one).
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio"];
+
+impl Hierarchies {
+    /// Reads `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    pub(crate) fn detect() -> Result<Self> {
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let membership = read("/proc/self/cgroup")?;
+        let mut unified = None;
+        let mut v1 = BTreeMap::new();
+        for line in mountinfo.lines() {
+            // ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [TAGS] - FSTYPE SOURCE SUPER_OPTIONS
+            let (before, after) = line.split_once(" - ").unwrap_or((line, ""));
+            let mount_point = before.split(' ').nth(4).unwrap_or_default();
+            let mut after = after.split(' ');
+            let (fstype, super_options) = (after.next(), after.nth(1).unwrap_or_default());
+            match fstype {
+                Some("cgroup2") => unified = Some(PathBuf::from(mount_point)),
+                Some("cgroup") => {
+                    for controller in super_options.split(',').filter(|o| CONTROLLERS.contains(o)) {
+                        v1.insert(controller.to_owned(), PathBuf::from(mount_point));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Place each mount at this process's own group: "N:controllers:/path" (v2: "0::/path").
+        let mut own = BTreeMap::new();
+        for line in membership.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (
+                fields.next(),
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or("/"),
+            );
+            let relative = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                unified = unified.map(|mount| mount.join(relative));
+            } else {
+                for controller in controllers.split(',') {
+                    own.insert(controller.to_owned(), relative.to_owned());
+                }
+            }
+        }
+        let v1 = v1
+            .into_iter()
+            .map(|(controller, mount)| {
+                let relative = own.get(&controller).cloned().unwrap_or_default();
+                (controller, mount.join(relative))
+            })
+            .collect();
+        Ok(Hierarchies { unified, v1 })
+    }
+
+    /// Controllers the unified hierarchy offers under this process's group.
+    fn unified_controllers(&self) -> Vec<String> {
+        self.unified
+            .as_ref()
+            .and_then(|dir| fs::read_to_string(dir.join("cgroup.controllers")).ok())
+            .map(|list| list.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes a call's cgroup with `limits`, in the hierarchy `version` picks.
+    pub(crate) fn create(
+        &self,
+        version: CgroupVersion,
+        limits: &ResourceLimits,
+    ) -> Result<CallCgroup> {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "megavisor-{}-{}",
+            std::process::id(),
+            CALLS.fetch_add(1, Ordering::Relaxed)
+        );
+        let needed = needed_controllers(limits);
+        let v2_offers = self.unified_controllers();
+        let v2_fits =
+            self.unified.is_some() && needed.iter().all(|c| v2_offers.iter().any(|o| o == c));
+        let version = match version {
+            CgroupVersion::Auto if v2_fits => CgroupVersion::V2,
+            CgroupVersion::Auto => CgroupVersion::V1,
+            chosen => chosen,
+        };
+        let group = match version {
+            CgroupVersion::V2 => {
+                let Some(parent) = &self.unified else {
+                    return Err(unsupported("cgroup v2 is not mounted"));
+                };
+                if let Some(missing) = needed.iter().find(|c| !v2_offers.iter().any(|o| o == *c)) {
+                    return Err(unsupported(&format!(
+                        "cgroup v2 at {} does not offer the {missing} controller (it offers: {})",
+                        parent.display(),
+                        if v2_offers.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            v2_offers.join(" ")
+                        }
+                    )));
+                }
+                for controller in &needed {
+                    // Best effort: already enabled, or refused because this group has
+                    // processes (then the write of the limit below says so).
+                    let _ = fs::write(
+                        parent.join("cgroup.subtree_control"),
+                        format!("+{controller}"),
+                    );
+                }
+                let dir = make_dir(&parent.join(&name))?;
+                let group = CallCgroup {
+                    version,
+                    dirs: BTreeMap::from([(String::new(), dir)]),
+                };
+                if let Err(err) = group.limit_v2(limits) {
+                    group.remove();
+                    return Err(err);
+                }
+                group
+            }
+            _ => {
+                let mut dirs = BTreeMap::new();
+                for controller in CONTROLLERS {
+                    if let Some(parent) = self.v1.get(*controller) {
+                        // cpu and cpuacct may share one hierarchy: one directory serves both.
+                        let dir = parent.join(&name);
+                        if !dirs.values().any(|d| d == &dir) {
+                            make_dir(&dir)?;
+                        }
+                        dirs.insert((*controller).to_owned(), dir);
+                    }
+                }
+                let group = CallCgroup {
+                    version: CgroupVersion::V1,
+                    dirs,
+                };
+                // v1 calls the io controller blkio.
+                let v1_name = |c: &&'static str| if *c == "io" { "blkio" } else { *c };
+                if let Some(missing) = needed
+                    .iter()
+                    .map(v1_name)
+                    .find(|c| !group.dirs.contains_key(*c))
+                {
+                    group.remove();
+                    return Err(unsupported(&format!(
+                        "no cgroup v1 hierarchy has the {missing} controller"
+                    )));
+                }
+                if let Err(err) = group.limit_v1(limits) {
+                    group.remove();
+                    return Err(err);
+                }
+                group
+            }
+        };
+        Ok(group)
+    }
+}
+
+fn needed_controllers(limits: &ResourceLimits) -> Vec<&'static str> {
+    let mut needed = Vec::new();
+    if limits.memory_bytes.is_some() {
+        needed.push("memory");
+    }
+    if limits.cpu_cores.is_some() {
+        needed.push("cpu");
+    }
+    if limits.pids.is_some() {
+        needed.push("pids");
+    }
+    if limits.io_weight.is_some() {
+        needed.push("io");
+    }
+    needed
+}
+
+impl CallCgroup {
+    /// The directories the jailer joins.
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.dirs.values().cloned().collect();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Which hierarchy this group lives in.
+    pub(crate) fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    fn file(&self, controller: &str, name: &str) -> Option<PathBuf> {
+        let key = if self.version == CgroupVersion::V2 {
+            ""
+        } else {
+            controller
+        };
+        self.dirs.get(key).map(|dir| dir.join(name))
+    }
+
+    fn limit_v2(&self, limits: &ResourceLimits) -> Result<()> {
+        if let Some(bytes) = limits.memory_bytes {
+            self.write("memory", "memory.max", &bytes.to_string())?;
+            self.write("memory", "memory.swap.max", "0").ok();
+        }
+        if let Some(cores) = limits.cpu_cores {
+            let period = 100_000u64;
+            self.write(
+                "cpu",
+                "cpu.max",
+                &format!("{} {period}", (cores * period as f64).max(1000.0) as u64),
+            )?;
+        }
+        if let Some(pids) = limits.pids {
+            self.write("pids", "pids.max", &pids.to_string())?;
+        }
+        if let Some(weight) = limits.io_weight {
+            self.write(
+                "io",
+                "io.weight",
+                &format!("default {}", weight.clamp(1, 10_000)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn limit_v1(&self, limits: &ResourceLimits) -> Result<()> {
+        if let Some(bytes) = limits.memory_bytes {
+            self.write("memory", "memory.limit_in_bytes", &bytes.to_string())?;
+            // Where swap is accounted, it may not extend the limit.
+            self.write("memory", "memory.memsw.limit_in_bytes", &bytes.to_string())
+                .ok();
+        }
+        if let Some(cores) = limits.cpu_cores {
+            let period = 100_000u64;
+            self.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
+            self.write(
+                "cpu",
+                "cpu.cfs_quota_us",
+                &((cores * period as f64).max(1000.0) as u64).to_string(),
+            )?;
+        }
+        if let Some(pids) = limits.pids {
+            self.write("pids", "pids.max", &pids.to_string())?;
+        }
+        if let Some(weight) = limits.io_weight {
+            let weight = weight.clamp(10, 1000).to_string();
+            self.write("blkio", "blkio.weight", &weight)
+                .or_else(|_| self.write("blkio", "blkio.bfq.weight", &weight))
+                .map_err(|_| unsupported("the blkio controller here has no weight (neither blkio.weight nor blkio.bfq.weight)"))?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, controller: &str, name: &str, value: &str) -> Result<()> {
+        let path = self
+            .file(controller, name)
+            .ok_or_else(|| unsupported(&format!("no {controller} controller for {name}")))?;
+        fs::write(&path, value).map_err(|e| Error::io(&path, "write cgroup limit", e))
+    }
+
+    fn read(&self, controller: &str, name: &str) -> Option<String> {
+        self.file(controller, name)
+            .and_then(|path| fs::read_to_string(path).ok())
+    }
+
+    /// What the call used.
+    pub(crate) fn usage(&self) -> CgroupUsage {
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let keyed = |text: Option<String>, key: &str| {
+            text.and_then(|t| {
+                t.lines().find_map(|line| {
+                    line.strip_prefix(key)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+            })
+        };
+        if self.version == CgroupVersion::V2 {
+            let stat = self.read("cpu", "cpu.stat");
+            CgroupUsage {
+                peak_memory_bytes: number(self.read("memory", "memory.peak")),
+                user_us: keyed(stat.clone(), "user_usec "),
+                system_us: keyed(stat, "system_usec "),
+                oom_killed: keyed(self.read("memory", "memory.events"), "oom_kill ").unwrap_or(0)
+                    > 0,
+                pids_limited: keyed(self.read("pids", "pids.events"), "max ").unwrap_or(0) > 0,
+            }
+        } else {
+            CgroupUsage {
+                peak_memory_bytes: number(self.read("memory", "memory.max_usage_in_bytes")),
+                user_us: number(self.read("cpuacct", "cpuacct.usage_user")).map(|ns| ns / 1000),
+                system_us: number(self.read("cpuacct", "cpuacct.usage_sys")).map(|ns| ns / 1000),
+                oom_killed: keyed(self.read("memory", "memory.oom_control"), "oom_kill ")
+                    .unwrap_or(0)
+                    > 0,
+                pids_limited: keyed(self.read("pids", "pids.events"), "max ").unwrap_or(0) > 0,
+            }
+        }
+    }
+
+    /// Kills whatever is left in the group and removes it.
+    pub(crate) fn remove(self) {
+        for dir in self.dirs() {
+            // v2 has cgroup.kill (Linux 5.14); otherwise kill the members one by one until
+            // none is left (a forking member may add more while we kill).
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
+            for _ in 0..100 {
+                let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Removal fails while the last member is still being torn down: retry briefly.
+            for _ in 0..100 {
+                if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<PathBuf> {
+    fs::create_dir(dir).map_err(|e| Error::io(dir, "create cgroup", e))?;
+    Ok(dir.to_owned())
+}
+
+fn read(path: &str) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))
+}
+
+fn unsupported(why: &str) -> Error {
+    Error::BadRequest(format!("resource limits cannot be enforced here: {why}"))
+}
