@@ -173,6 +173,7 @@ mod tests {
                 timeout_ms: 1,
             },
             originals: Default::default(),
+            native_fallback: None,
         }
     }
 

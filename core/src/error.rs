@@ -192,6 +192,15 @@ impl Error {
         }
     }
 
+    pub(crate) fn partial_output_mut(&mut self) -> Option<&mut Output> {
+        match self {
+            Error::Timeout { partial, .. }
+            | Error::MemoryLimit { partial, .. }
+            | Error::Trap { partial, .. } => Some(partial),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

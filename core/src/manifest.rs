@@ -10,7 +10,7 @@
 //! understand must not be silently ignored.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,21 @@ pub struct Entry {
     /// The native binaries this entry stands for.
     #[serde(default, skip_serializing_if = "Originals::is_empty")]
     pub originals: Originals,
+    /// A native binary (absolute path) that serves this entry where the megabinary does not:
+    /// an entry with an empty `entry` point is run by it, as a native tool (the runtime's
+    /// allowlist still decides), with this entry's name, description, argument schema and
+    /// time limit. So a tool not yet ported to wasm is offered to callers like the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_fallback: Option<PathBuf>,
+}
+
+impl Entry {
+    /// The native binary that runs this entry instead of the megabinary, if any.
+    pub fn served_natively(&self) -> Option<&Path> {
+        self.native_fallback
+            .as_deref()
+            .filter(|_| self.entry.is_empty())
+    }
 }
 
 /// Default resource limits of an entry.
@@ -229,8 +244,20 @@ fn validate_entries(entries: &[Entry]) -> Result<(), String> {
         if !seen.insert(entry.name.as_str()) {
             return Err(format!("entry {:?} is listed twice", entry.name));
         }
-        if entry.entry.is_empty() {
-            return Err(format!("entry {:?} has an empty entry point", entry.name));
+        if let Some(binary) = &entry.native_fallback
+            && !binary.is_absolute()
+        {
+            return Err(format!(
+                "entry {:?}: native_fallback {} is not an absolute path",
+                entry.name,
+                binary.display()
+            ));
+        }
+        if entry.entry.is_empty() && entry.native_fallback.is_none() {
+            return Err(format!(
+                "entry {:?} has an empty entry point and no native_fallback",
+                entry.name
+            ));
         }
         if entry.arguments.get("type").and_then(|t| t.as_str()) != Some("object") {
             return Err(format!(

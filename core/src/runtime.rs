@@ -186,6 +186,7 @@ impl Runtime {
                 timeout_ms: 60_000,
             },
             originals: Default::default(),
+            native_fallback: None,
         };
         let manifest = Manifest {
             format: crate::manifest::FORMAT_V1.to_owned(),
@@ -358,10 +359,13 @@ impl Runtime {
     pub fn run(&self, request: &Request) -> Result<Output> {
         let called = Instant::now();
         let execute = || match &request.tool {
-            ToolRef::Native(binary) => self.execute_native(binary, request, called),
+            ToolRef::Native(binary) => self.execute_native(binary, None, request, called),
             tool => {
                 let (index, entry) = self.resolve(tool)?;
-                self.execute(index, entry, request, called)
+                match entry.served_natively() {
+                    Some(binary) => self.execute_native(binary, Some(entry), request, called),
+                    None => self.execute(index, entry, request, called),
+                }
             }
         };
         let Some(id) = &request.execution_id else {
@@ -383,8 +387,15 @@ impl Runtime {
         }
     }
 
-    /// Runs a native binary under the same limits, concurrency and output rules as entries.
-    fn execute_native(&self, binary: &Path, request: &Request, called: Instant) -> Result<Output> {
+    /// Runs a native binary under the same limits, concurrency and output rules as entries;
+    /// `entry` is the manifest entry it serves, if any (its name and time limit apply).
+    fn execute_native(
+        &self,
+        binary: &Path,
+        entry: Option<&Entry>,
+        request: &Request,
+        called: Instant,
+    ) -> Result<Output> {
         let Some(native) = &self.native else {
             return Err(Error::NotAllowed(format!(
                 "{}: native tools are not enabled (this runtime has no allowlist)",
@@ -394,7 +405,9 @@ impl Runtime {
         let admitted = native.admit(binary, request)?;
         let defaults = EntryLimits {
             memory_bytes: 0,
-            timeout_ms: native.default_timeout().as_millis() as u64,
+            timeout_ms: entry.map_or(native.default_timeout().as_millis() as u64, |e| {
+                e.limits.timeout_ms
+            }),
         };
         let limits = NativeLimits {
             timeout: self.limit_time(defaults, request.limits.timeout)?,
@@ -405,7 +418,11 @@ impl Runtime {
         let permit = self.slots.acquire();
         let outcome = native.run(&admitted, request, &limits, called.elapsed(), called);
         drop(permit);
-        outcome
+        match entry {
+            // Reported under the entry's name, as the caller called it.
+            Some(entry) => rename(outcome, &entry.name),
+            None => outcome,
+        }
     }
 
     /// The entry a request names, with its index in the manifest.
@@ -690,6 +707,22 @@ impl Runtime {
                 "output limit of {bytes} bytes exceeds this runtime's maximum of {max} bytes"
             ))),
             bytes => Ok(bytes as usize),
+        }
+    }
+}
+
+/// `outcome` with its tool named `name` (the output's, or the partial output's).
+fn rename(outcome: Result<Output>, name: &str) -> Result<Output> {
+    match outcome {
+        Ok(mut output) => {
+            output.tool = name.to_owned();
+            Ok(output)
+        }
+        Err(mut err) => {
+            if let Some(partial) = err.partial_output_mut() {
+                partial.tool = name.to_owned();
+            }
+            Err(err)
         }
     }
 }

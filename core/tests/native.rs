@@ -249,3 +249,33 @@ fn wasm_only_options_are_bad_requests_for_native_tools() {
     request.limits.memory_bytes = Some(1 << 20);
     assert_eq!(kind(&rt, &request), ErrorKind::BadRequest);
 }
+
+/// A manifest entry served by its native fallback (the test bundle's `native-wc`, whose
+/// fallback is /usr/bin/wc): named, described and rendered like any entry, run natively
+/// when the allowlist allows it.
+#[test]
+fn a_manifest_entry_can_be_served_by_its_native_fallback() {
+    let rt = runtime(paths(&["/usr/bin/wc"]));
+    let entry = rt
+        .manifest()
+        .entry("native-wc")
+        .expect("the test bundle declares it");
+    assert_eq!(entry.served_natively(), Some(Path::new("/usr/bin/wc")));
+    let params = serde_json::json!({"lines": true, "stdin": "a\nb\nc\n"});
+    let rendered = entry.render_arguments(&params).unwrap();
+    let out = rt
+        .run(
+            &Request::new("native-wc")
+                .args(rendered.args)
+                .stdin(rendered.stdin.unwrap()),
+        )
+        .unwrap();
+    assert_eq!(
+        (common::stdout(&out).trim(), out.tool.as_str()),
+        ("3", "native-wc")
+    );
+    assert!(out.usage.is_some());
+    let without = common::test_runtime();
+    let err = without.run(&Request::new("native-wc")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+}

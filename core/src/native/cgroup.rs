@@ -407,3 +407,137 @@ fn read(path: &str) -> Result<String> {
 fn unsupported(why: &str) -> Error {
     Error::BadRequest(format!("resource limits cannot be enforced here: {why}"))
 }
+
+/// The file protocol of both hierarchies, against directories laid out as cgroupfs lays
+/// them out (the kernel's own are exercised by `core/tests/sandbox.rs`, as root; there, on
+/// this project's machines, v2 offers no controller to limit with).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    fn limits() -> ResourceLimits {
+        ResourceLimits {
+            memory_bytes: Some(64 << 20),
+            cpu_cores: Some(0.5),
+            pids: Some(32),
+            io_weight: Some(200),
+        }
+    }
+
+    #[test]
+    fn v2_limits_and_usage() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpu io memory pids\n",
+        )
+        .unwrap();
+        let hierarchies = Hierarchies {
+            unified: Some(root.path().to_owned()),
+            v1: BTreeMap::new(),
+        };
+        let group = hierarchies.create(CgroupVersion::Auto, &limits()).unwrap();
+        assert_eq!(group.version(), CgroupVersion::V2);
+        let dir = group.dirs().pop().unwrap();
+        assert_eq!(read(&dir, "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read(&dir, "cpu.max"), "50000 100000");
+        assert_eq!(read(&dir, "pids.max"), "32");
+        assert_eq!(read(&dir, "io.weight"), "default 200");
+        assert_eq!(
+            read(root.path(), "cgroup.subtree_control"),
+            "+io",
+            "each controller enabled in turn"
+        );
+        fs::write(dir.join("memory.peak"), "1234567\n").unwrap();
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 30\nuser_usec 20\nsystem_usec 10\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        fs::write(dir.join("pids.events"), "max 5\n").unwrap();
+        let usage = group.usage();
+        assert_eq!(
+            usage,
+            CgroupUsage {
+                peak_memory_bytes: Some(1_234_567),
+                user_us: Some(20),
+                system_us: Some(10),
+                oom_killed: true,
+                pids_limited: true,
+            }
+        );
+    }
+
+    #[test]
+    fn v2_without_a_needed_controller_is_refused_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "hugetlb\n").unwrap();
+        let hierarchies = Hierarchies {
+            unified: Some(root.path().to_owned()),
+            v1: BTreeMap::new(),
+        };
+        let err = hierarchies
+            .create(CgroupVersion::V2, &limits())
+            .unwrap_err();
+        assert!(err.to_string().contains("memory controller"), "{err}");
+        assert!(err.to_string().contains("hugetlb"), "{err}");
+    }
+
+    #[test]
+    fn v1_limits_and_usage_across_controller_hierarchies() {
+        let root = tempfile::tempdir().unwrap();
+        let mut v1 = BTreeMap::new();
+        for controller in ["memory", "cpu", "cpuacct", "pids", "blkio"] {
+            let dir = root.path().join(controller);
+            fs::create_dir(&dir).unwrap();
+            v1.insert(controller.to_owned(), dir);
+        }
+        let hierarchies = Hierarchies { unified: None, v1 };
+        let group = hierarchies.create(CgroupVersion::Auto, &limits()).unwrap();
+        assert_eq!(group.version(), CgroupVersion::V1);
+        let dir = |controller: &str| group.dirs.get(controller).unwrap().clone();
+        assert_eq!(
+            read(&dir("memory"), "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(&dir("cpu"), "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read(&dir("pids"), "pids.max"), "32");
+        assert_eq!(read(&dir("blkio"), "blkio.weight"), "200");
+        fs::write(dir("memory").join("memory.max_usage_in_bytes"), "777\n").unwrap();
+        fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        fs::write(dir("cpuacct").join("cpuacct.usage_user"), "5000\n").unwrap();
+        fs::write(dir("cpuacct").join("cpuacct.usage_sys"), "3000\n").unwrap();
+        fs::write(dir("pids").join("pids.events"), "max 0\n").unwrap();
+        assert_eq!(
+            group.usage(),
+            CgroupUsage {
+                peak_memory_bytes: Some(777),
+                user_us: Some(5),
+                system_us: Some(3),
+                oom_killed: false,
+                pids_limited: false,
+            }
+        );
+    }
+
+    #[test]
+    fn membership_of_this_process_places_each_hierarchy() {
+        let hierarchies = Hierarchies::detect().unwrap();
+        for dir in hierarchies.v1.values().chain(hierarchies.unified.iter()) {
+            assert!(dir.is_dir(), "{} is not a directory", dir.display());
+        }
+    }
+}
