@@ -99,6 +99,7 @@ def test_an_allowlisted_native_binary_runs_as_itself(stubs):
         )
         assert reply.exit_code == 0
         assert reply.stdout_tail.strip() == str(os.getuid()).encode()
+        assert reply.HasField("usage") and reply.tool == "/usr/bin/id"
         with pytest.raises(grpc.RpcError) as raised:
             stub.Execute(pb2.ExecuteRequest(instruction="/bin/ls"))
         assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED

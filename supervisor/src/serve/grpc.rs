@@ -11,7 +11,9 @@ use megavisor_core::signing::Authenticity;
 use megavisor_core::{Entry, Error, ErrorKind, Limits, Output, Request, Runtime, ToolRef};
 use megavisor_grpc::ERROR_KIND_TRAILER;
 use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
-use megavisor_grpc::v1::{Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, Timings, Tool};
+use megavisor_grpc::v1::{
+    Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, ResourceUsage, Timings, Tool,
+};
 use serde_json::{Map, Value};
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::UdsConnectInfo;
@@ -330,6 +332,13 @@ fn reply(output: Output, full_output: bool) -> ExecuteReply {
         }),
         cached: output.cached,
         tool: output.tool,
+        usage: output.usage.map(|usage| ResourceUsage {
+            peak_memory_bytes: usage.peak_memory_bytes,
+            user_us: usage.user_us,
+            system_us: usage.system_us,
+            limits_hit: usage.limits_hit.iter().map(|l| (*l).to_owned()).collect(),
+            cgroup: usage.cgroup.unwrap_or_default().to_owned(),
+        }),
     }
 }
 
