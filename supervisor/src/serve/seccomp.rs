@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use megavisor_jail::DENIED_SYSCALLS;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -21,38 +22,9 @@ use seccompiler::{
 /// Calls answered with `EACCES`: starting programs.
 const EXEC_CALLS: &[libc::c_long] = &[libc::SYS_execve, libc::SYS_execveat];
 
-/// Calls answered with `EPERM`.
-const DENIED_CALLS: &[libc::c_long] = &[
-    libc::SYS_fork,
-    libc::SYS_vfork,
-    libc::SYS_ptrace,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_mount,
-    libc::SYS_umount2,
-    libc::SYS_pivot_root,
-    libc::SYS_chroot,
-    libc::SYS_unshare,
-    libc::SYS_setns,
-    libc::SYS_kexec_load,
-    libc::SYS_kexec_file_load,
-    libc::SYS_init_module,
-    libc::SYS_finit_module,
-    libc::SYS_delete_module,
-    libc::SYS_bpf,
-    libc::SYS_perf_event_open,
-    libc::SYS_userfaultfd,
-    libc::SYS_keyctl,
-    libc::SYS_add_key,
-    libc::SYS_request_key,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_reboot,
-    libc::SYS_swapon,
-    libc::SYS_swapoff,
-    libc::SYS_acct,
-    libc::SYS_settimeofday,
-    libc::SYS_clock_settime,
-];
+/// Calls answered with `EPERM` beyond megavisor-jail's [`DENIED_SYSCALLS`]: making
+/// processes (`clone` without `CLONE_THREAD` is added below).
+const PROCESS_CALLS: &[libc::c_long] = &[libc::SYS_fork, libc::SYS_vfork];
 
 /// Why the filter could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +44,8 @@ impl GuestFilter {
         let unconditional = |calls: &[libc::c_long]| -> BTreeMap<i64, Vec<SeccompRule>> {
             calls.iter().map(|&nr| (nr, Vec::new())).collect()
         };
-        let mut denied = unconditional(DENIED_CALLS);
+        let mut denied = unconditional(DENIED_SYSCALLS);
+        denied.extend(unconditional(PROCESS_CALLS));
         // clone without CLONE_THREAD makes a process; with it, a thread (which the engine may
         // need). clone3 hides its flags in memory a filter cannot read, so it gets ENOSYS,
         // on which the C library falls back to clone.
