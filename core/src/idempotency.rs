@@ -117,6 +117,15 @@ impl Ticket<'_> {
         self.completed = true;
     }
 
+    /// Hands `outcome` to the duplicates waiting now but forgets the id, so the next call
+    /// with it runs again: a failure of the host (not of the tool) is no answer to replay.
+    pub fn forget(mut self, outcome: &Outcome) {
+        self.finish(outcome.clone());
+        self.completed = true;
+        let mut records = self.cache.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.pop(&self.id);
+    }
+
     fn finish(&self, outcome: Outcome) {
         let mut slot = self.slot.outcome.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some((outcome, Instant::now()));

@@ -17,7 +17,7 @@ use crate::capture::CaptureStream;
 use crate::digest::Digests;
 use crate::engine::{self, EngineOptions, ModuleOrigin};
 use crate::epoch::EpochTicker;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::idempotency::{Claim, IdempotencyCache};
 use crate::manifest::{Entry, EntryLimits, Manifest};
 use crate::native::{NativeDriver, NativeLimits, NativeOptions};
@@ -381,7 +381,10 @@ impl Runtime {
             Claim::Replay(outcome) => *outcome,
             Claim::Run(ticket) => {
                 let outcome = execute();
-                ticket.complete(&outcome);
+                match &outcome {
+                    Err(err) if err.kind() == ErrorKind::Internal => ticket.forget(&outcome),
+                    _ => ticket.complete(&outcome),
+                }
                 outcome
             }
         }

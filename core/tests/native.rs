@@ -110,7 +110,46 @@ fn a_digest_allows_a_binary_wherever_it_lies() {
         ..AllowlistConfig::default()
     });
     assert_eq!(rt.run(&native(&copy)).unwrap().exit_code, 0);
-    assert_eq!(kind(&rt, &native("/bin/false")), ErrorKind::NotAllowed);
+    let err = rt.run(&native("/bin/false")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+    // No digest of an unlisted file: refusals must not tell the hash of any readable file.
+    assert!(!err.to_string().contains("sha256"), "{err}");
+    assert_eq!(
+        kind(&rt, &native("/dev/zero")),
+        ErrorKind::NotAllowed,
+        "not a regular file"
+    );
+}
+
+#[test]
+fn a_call_returns_when_its_leader_ends_even_if_an_escapee_holds_its_output() {
+    let rt = runtime(paths(&["/bin/sh"]));
+    let marker = format!("megavisor-holder-{}", std::process::id());
+    let started = std::time::Instant::now();
+    let out = rt
+        .run(&native("/bin/sh").args([
+            "-c",
+            &format!("setsid sh -c 'exec -a {marker} sleep 30' & echo left"),
+        ]))
+        .unwrap();
+    assert_eq!(common::stdout(&out).trim(), "left");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without a sandbox nothing contains it: the test cleans up after itself.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&marker)
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// Seed 000's file rules, one by one, with a fast reload for the test.

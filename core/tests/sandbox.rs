@@ -303,7 +303,8 @@ fn usage_is_counted_through_cgroup_v2_too() {
             ..sandbox()
         });
         let err = rt.run(&sh("true")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        // The host, not the request, lacks something: internal, naming the controller.
+        assert_eq!(err.kind(), ErrorKind::Internal);
         assert!(err.to_string().contains("pids controller"), "{err}");
         eprintln!(
             "NOTE: cgroup v2 here offers [{}]: its pids/memory limits are tested through v1",
@@ -345,9 +346,84 @@ fn an_io_weight_is_set_or_refused_naming_why() {
         Ok(output) => assert!(output.usage.unwrap().cgroup.is_some()),
         Err(err) => {
             // A blkio controller without a weight file (no BFQ scheduler) cannot weigh IO.
-            assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");
+            assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
             assert!(err.to_string().contains("weight"), "{err}");
             eprintln!("NOTE: IO weight cannot be enforced here: {err}");
         }
     }
+}
+
+#[test]
+fn a_memory_limit_is_checked_and_artifacts_reach_the_out_dir() {
+    if !privileged("a_memory_limit_is_checked_and_artifacts_reach_the_out_dir") {
+        return;
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let rt = common::test_runtime_with(RuntimeOptions {
+        native: Some(NativeOptions {
+            allowlist: AllowlistConfig {
+                paths: vec!["/bin/sh".into()],
+                ..AllowlistConfig::default()
+            },
+            sandbox: Some(SandboxOptions {
+                resources: ResourceLimits {
+                    memory_bytes: Some(256 << 20),
+                    ..ResourceLimits::default()
+                },
+                ..sandbox()
+            }),
+            ..NativeOptions::default()
+        }),
+        out_dir: Some(out_dir.path().to_owned()),
+        ..common::options()
+    });
+    for bytes in [1000, 1 << 30] {
+        let mut request = sh("true");
+        request.limits.memory_bytes = Some(bytes);
+        assert_eq!(
+            rt.run(&request).unwrap_err().kind(),
+            ErrorKind::BadRequest,
+            "{bytes}"
+        );
+    }
+    let mut request = sh("echo $MEGAVISOR_OUT_DIR; \
+         printf '{\"artifacts\":{\"file\":\"written\"}}' > \"$MEGAVISOR_OUT_DIR/$MEGAVISOR_EXECUTION_ID.json\"");
+    request.execution_id = Some(format!("sandboxed-{}", std::process::id()));
+    let output = rt.run(&request).unwrap();
+    assert_eq!(out(&output).trim(), "/out");
+    assert_eq!(
+        output.artifacts.get("file").map(String::as_str),
+        Some("written"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_process_that_leaves_its_session_is_killed_with_the_call() {
+    if !privileged("a_process_that_leaves_its_session_is_killed_with_the_call") {
+        return;
+    }
+    let rt = runtime(sandbox());
+    let marker = format!("megavisor-escape-{}", std::process::id());
+    // The escapee keeps stdout open in a session of its own: only the cgroup reaches it.
+    let started = std::time::Instant::now();
+    let output = rt
+        .run(&sh(&format!(
+            "setsid sh -c 'exec -a {marker} sleep 60' & echo left"
+        )))
+        .unwrap();
+    assert_eq!(out(&output).trim(), "left");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&marker))
+        .count();
+    assert_eq!(survivors, 0, "the escapee survived the call");
 }

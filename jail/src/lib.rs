@@ -46,9 +46,15 @@ pub struct JailSpec {
     /// Cgroup directories to join before anything else (one for v2, one per controller for
     /// v1), so that every process of the tool is counted.
     pub cgroups: Vec<PathBuf>,
+    /// The call's output directory (`<out-dir>/<execution_id>/`), mounted read-write,
+    /// `noexec,nosuid,nodev`, at [`OUT_DIR`].
+    pub out_dir: Option<PathBuf>,
     /// The hostname inside a new UTS namespace.
     pub hostname: String,
 }
+
+/// Where the call's output directory appears inside the sandbox.
+pub const OUT_DIR: &str = "/out";
 
 /// Where the workspace appears inside the sandbox.
 pub const WORKSPACE: &str = "/workspace";

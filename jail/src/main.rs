@@ -1,5 +1,6 @@
-//! `megavisor-jail SPEC_JSON`: builds the sandbox a [`JailSpec`] describes and executes the
-//! tool in it. Run by megavisor-core for each sandboxed native tool; not meant for people.
+//! `megavisor-jail --spec-fd FD`: builds the sandbox that the [`JailSpec`] read from FD
+//! describes (JSON, kept off the command line, where every user could read the tool's
+//! environment) and executes the tool in it. Run by megavisor-core for each sandboxed native tool; not meant for people.
 //!
 //! In order: join the cgroups; unshare the mount, UTS, IPC, network and PID namespaces;
 //! fork, so the tool's side is PID 1 of its namespace (this side waits and passes its exit
@@ -28,13 +29,19 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fexecve, fork, setgroups, setresgid, setresuid};
 
 fn main() -> ExitCode {
-    let spec = match std::env::args()
-        .nth(1)
-        .map(|json| serde_json::from_str::<JailSpec>(&json))
-    {
-        Some(Ok(spec)) => spec,
-        Some(Err(e)) => return usage(&format!("the spec is not valid: {e}")),
-        None => return usage("usage: megavisor-jail SPEC_JSON"),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let fd = match args.as_slice() {
+        [flag, fd] if flag == "--spec-fd" => fd.parse::<i32>().ok(),
+        _ => None,
+    };
+    let Some(fd) = fd else {
+        return usage("usage: megavisor-jail --spec-fd FD");
+    };
+    // SAFETY: the caller passed this descriptor open on the spec, for this process to own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let spec = match serde_json::from_reader::<_, JailSpec>(file) {
+        Ok(spec) => spec,
+        Err(e) => return usage(&format!("the spec is not valid: {e}")),
     };
     let error = jail(&spec).unwrap_err();
     // SAFETY: the caller passed this descriptor open for writing, and nothing else owns it.
@@ -79,6 +86,8 @@ fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
     }
     apply_rlimits(&spec.rlimits)?;
     drop_privileges(spec)?;
+    // Changing uid cleared the parent-death signal set above.
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
     seccomp::install()?;
     let cwd = if spec.namespaces.mount {

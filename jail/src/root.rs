@@ -11,11 +11,12 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use megavisor_jail::{JailSpec, WORKSPACE};
+use megavisor_jail::{JailSpec, OUT_DIR, WORKSPACE};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// (No `tty`: a tool must not reach a terminal, where it could type for someone else.)
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 /// Builds the root and moves into it.
 pub fn enter(spec: &JailSpec) -> Result<(), String> {
@@ -24,6 +25,7 @@ pub fn enter(spec: &JailSpec) -> Result<(), String> {
     // The host directories to show, held open: the staging tmpfs below covers the host's
     // /tmp, where they may lie, and they are then mounted through these descriptors.
     let workspace_dir = spec.workspace.as_deref().map(HostDir::open).transpose()?;
+    let out_dir = spec.out_dir.as_deref().map(HostDir::open).transpose()?;
     let base = match &spec.root {
         Some(root) => {
             // pivot_root needs the new root to be a mount point.
@@ -95,6 +97,17 @@ pub fn enter(spec: &JailSpec) -> Result<(), String> {
             mounted(None, &workspace, None, flags, None)?;
         }
         None => tmpfs(&workspace, "1777")?,
+    }
+    if let Some(host) = &out_dir {
+        let inside = mount_point(&base, OUT_DIR.trim_start_matches('/'))?;
+        mounted(Some(&host.source()), &inside, None, MsFlags::MS_BIND, None)?;
+        mounted(
+            None,
+            &inside,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | noexec(),
+            None,
+        )?;
     }
     let old = mount_point(&base, ".old-root")?;
     nix::unistd::pivot_root(&base, &old)

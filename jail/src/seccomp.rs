@@ -46,6 +46,17 @@ pub fn install() -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("seccomp: {e}"))?;
     rules.insert(libc::SYS_clone, new_namespace);
+    // Faking terminal input (TIOCSTI) or driving the console (TIOCLINUX): typing for
+    // whoever owns a terminal the tool might reach.
+    let terminal_injection = [libc::TIOCSTI, libc::TIOCLINUX]
+        .into_iter()
+        .map(|request| {
+            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                .and_then(|condition| SeccompRule::new(vec![condition]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("seccomp: {e}"))?;
+    rules.insert(libc::SYS_ioctl, terminal_injection);
     let programs = [
         (rules, libc::EPERM),
         (

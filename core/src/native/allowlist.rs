@@ -12,12 +12,54 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::digest::Digests;
 use crate::error::{Error, Result};
+
+/// Largest binary allowed by digest (hashed and copied on every call).
+const MAX_HASHED_BYTES: u64 = 256 << 20;
+
+/// Copies `file` into a sealed memory file while hashing it.
+fn sealed_copy(mut file: File, path: &Path) -> Result<(Digests, File)> {
+    let memfd = memfd::MemfdOptions::default()
+        .allow_sealing(true)
+        .close_on_exec(true)
+        .create("megavisor-native")
+        .map_err(|e| Error::io(path, "make a sealed copy of", std::io::Error::other(e)))?;
+    let mut copy = memfd.as_file();
+    let mut hashing = Tee {
+        inner: &mut file,
+        copy: &mut copy,
+    };
+    let (digests, _) = Digests::of_reader(&mut hashing, path)?;
+    memfd
+        .add_seals(&[
+            memfd::FileSeal::SealShrink,
+            memfd::FileSeal::SealGrow,
+            memfd::FileSeal::SealWrite,
+            memfd::FileSeal::SealSeal,
+        ])
+        .map_err(|e| Error::io(path, "seal the copy of", std::io::Error::other(e)))?;
+    Ok((digests, memfd.into_file()))
+}
+
+/// A reader that writes what it reads into `copy`.
+struct Tee<'a> {
+    inner: &'a mut File,
+    copy: &'a mut &'a File,
+}
+
+impl std::io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(self.copy, &buf[..n])?;
+        Ok(n)
+    }
+}
 
 /// What an operator allows.
 #[derive(Debug, Clone)]
@@ -130,8 +172,20 @@ impl Allowlist {
                 resolved.display()
             )));
         }
-        let mut file = File::open(&resolved)
+        // Non-blocking, so a FIFO cannot hold the caller; only a regular file may run.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&resolved)
             .map_err(|e| Error::NotAllowed(format!("{}: cannot open: {e}", resolved.display())))?;
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .ok_or_else(|| {
+                Error::NotAllowed(format!("{} is not a regular file", resolved.display()))
+            })?;
         if self.digests.is_empty() {
             return Ok(AllowedBinary {
                 requested: binary.to_owned(),
@@ -139,25 +193,37 @@ impl Allowlist {
                 file,
             });
         }
-        // Read through the descriptor that will run it.
-        let (digests, _) = Digests::of_reader(&mut file, &resolved)?;
+        if size > MAX_HASHED_BYTES {
+            return Err(Error::NotAllowed(format!(
+                "{} is larger ({size} bytes) than the {MAX_HASHED_BYTES} bytes a binary allowed \
+                 by digest may be",
+                resolved.display()
+            )));
+        }
+        // What runs is a sealed copy of what was hashed: the file itself could still be
+        // rewritten through another descriptor between the check and the exec.
+        let (digests, sealed) = sealed_copy(file, &resolved)?;
         if self.digests.contains(&digests.sha256) || self.digests.contains(&digests.blake3) {
             return Ok(AllowedBinary {
                 requested: binary.to_owned(),
                 resolved,
-                file,
+                file: sealed,
             });
         }
-        let why = if listed {
-            "is listed, but its content matches none of the allowed digests"
-        } else {
-            "is neither listed nor of an allowed digest"
-        };
+        if listed {
+            return Err(Error::NotAllowed(format!(
+                "{} is listed, but its content matches none of the allowed digests \
+                 (sha256 {}, blake3 {})",
+                resolved.display(),
+                digests.sha256,
+                digests.blake3
+            )));
+        }
+        // No digests of files that are not listed: the error must not become a way to
+        // learn the hash of any file the supervisor can read.
         Err(Error::NotAllowed(format!(
-            "{} {why} (sha256 {}, blake3 {})",
-            resolved.display(),
-            digests.sha256,
-            digests.blake3
+            "{} is neither listed nor of an allowed digest",
+            resolved.display()
         )))
     }
 

@@ -118,6 +118,35 @@ impl Hierarchies {
         Ok(Hierarchies { unified, v1 })
     }
 
+    /// Removes the call cgroups a supervisor that died left behind (`megavisor-PID-N` whose
+    /// PID is gone), killing what still runs in them.
+    pub(crate) fn sweep_stale(&self) {
+        let parents = self.v1.values().chain(self.unified.iter());
+        for parent in parents {
+            let Ok(children) = fs::read_dir(parent) else {
+                continue;
+            };
+            for child in children.flatten() {
+                let name = child.file_name().to_string_lossy().into_owned();
+                let Some(owner) = name
+                    .strip_prefix("megavisor-")
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if owner != std::process::id() && !Path::new(&format!("/proc/{owner}")).exists() {
+                    tracing::warn!(cgroup = %child.path().display(), "removing a stale call cgroup");
+                    let stale = CallCgroup {
+                        version: CgroupVersion::V1,
+                        dirs: BTreeMap::from([(String::new(), child.path())]),
+                    };
+                    stale.remove();
+                }
+            }
+        }
+    }
+
     /// Controllers the unified hierarchy offers under this process's group.
     fn unified_controllers(&self) -> Vec<String> {
         self.unified
@@ -361,11 +390,11 @@ impl CallCgroup {
         }
     }
 
-    /// Kills whatever is left in the group and removes it.
-    pub(crate) fn remove(self) {
+    /// Kills every process in the group (a forking member may add more while we kill, so
+    /// until none is left).
+    pub(crate) fn kill_members(&self) {
         for dir in self.dirs() {
-            // v2 has cgroup.kill (Linux 5.14); otherwise kill the members one by one until
-            // none is left (a forking member may add more while we kill).
+            // v2 has cgroup.kill (Linux 5.14); otherwise kill the members one by one.
             let _ = fs::write(dir.join("cgroup.kill"), "1");
             for _ in 0..100 {
                 let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -377,13 +406,18 @@ impl CallCgroup {
                     break;
                 }
                 for pid in pids {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
+        }
+    }
+
+    /// Kills whatever is left in the group and removes it.
+    pub(crate) fn remove(self) {
+        self.kill_members();
+        for dir in self.dirs() {
             // Removal fails while the last member is still being torn down: retry briefly.
             for _ in 0..100 {
                 if fs::remove_dir(&dir).is_ok() || !dir.exists() {
@@ -404,8 +438,14 @@ fn read(path: &str) -> Result<String> {
     fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))
 }
 
+/// This host cannot enforce a configured limit: the supervisor's configuration or the
+/// host's cgroups need changing, not the request.
 fn unsupported(why: &str) -> Error {
-    Error::BadRequest(format!("resource limits cannot be enforced here: {why}"))
+    Error::Io {
+        path: PathBuf::from("/sys/fs/cgroup"),
+        action: "enforce resource limits with",
+        message: why.to_owned(),
+    }
 }
 
 /// The file protocol of both hierarchies, against directories laid out as cgroupfs lays

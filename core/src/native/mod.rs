@@ -83,6 +83,9 @@ impl NativeDriver {
             .as_ref()
             .is_some_and(|s| s.cgroups.is_some());
         let hierarchies = sandboxed_cgroups.then(Hierarchies::detect).transpose()?;
+        if let Some(hierarchies) = &hierarchies {
+            hierarchies.sweep_stale();
+        }
         Ok(NativeDriver {
             allowlist: Allowlist::new(&options.allowlist)?,
             options,
@@ -130,6 +133,24 @@ impl NativeDriver {
         self.allowlist.check(binary)
     }
 
+    /// The memory limit of a call: the request's, which may only lower the sandbox's.
+    fn memory_limit(&self, asked: Option<u64>) -> Result<Option<u64>> {
+        let cap = self
+            .options
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.resources.memory_bytes);
+        match (asked, cap) {
+            (Some(bytes), _) if bytes < 1 << 20 => Err(Error::BadRequest(format!(
+                "memory limit of {bytes} bytes is below the 1 MiB a process needs to start"
+            ))),
+            (Some(bytes), Some(cap)) if bytes > cap => Err(Error::BadRequest(format!(
+                "memory limit of {bytes} bytes exceeds the sandbox's limit of {cap} bytes"
+            ))),
+            (asked, cap) => Ok(asked.or(cap)),
+        }
+    }
+
     fn env_allowed(&self, key: &str) -> bool {
         self.options
             .env
@@ -154,13 +175,26 @@ impl NativeDriver {
             env.push(("MEGAVISOR_EXECUTION_ID".to_owned(), id.clone()));
         }
         if let Some(dir) = &limits.out_dir {
-            env.push(("MEGAVISOR_OUT_DIR".to_owned(), dir.display().to_string()));
+            // Inside the sandbox the directory is mounted at /out, owned by the tool's uid;
+            // outside, it is itself.
+            let seen = match &self.options.sandbox {
+                Some(sandbox) => {
+                    std::os::unix::fs::chown(dir, Some(sandbox.uid), Some(sandbox.gid))
+                        .map_err(|e| Error::io(dir, "hand over the output directory", e))?;
+                    megavisor_jail::OUT_DIR.to_owned()
+                }
+                None => dir.display().to_string(),
+            };
+            env.push(("MEGAVISOR_OUT_DIR".to_owned(), seen));
         }
         let started = Instant::now();
+        let memory_limit = self.memory_limit(limits.memory_bytes)?;
         let group = match (&self.options.sandbox, &self.hierarchies) {
             (Some(sandbox), Some(hierarchies)) => {
-                let mut resources = sandbox.resources;
-                resources.memory_bytes = limits.memory_bytes.or(resources.memory_bytes);
+                let resources = ResourceLimits {
+                    memory_bytes: memory_limit,
+                    ..sandbox.resources
+                };
                 let version = sandbox.cgroups.unwrap_or_default();
                 Some(hierarchies.create(version, &resources)?)
             }
@@ -183,6 +217,12 @@ impl NativeDriver {
                 output_bytes: limits.output_bytes,
                 cwd: &self.options.cwd,
                 jail,
+                out_dir: limits.out_dir.as_deref(),
+            },
+            &|| {
+                if let Some(group) = &group {
+                    group.kill_members();
+                }
             },
         );
         let counted = group.as_ref().map(|g| g.usage()).unwrap_or_default();
@@ -241,7 +281,7 @@ impl NativeDriver {
             return Err(Error::MemoryLimit {
                 tool,
                 requested: usage.peak_memory_bytes,
-                limit: limits.memory_bytes.unwrap_or_default(),
+                limit: memory_limit.unwrap_or_default(),
                 partial: Box::new(output),
             });
         }

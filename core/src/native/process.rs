@@ -2,8 +2,8 @@
 //! stdout and stderr captured (head up to the limit, 8 KiB tails, totals), the whole process
 //! group killed at the time limit; directly, or through the jailer into its sandbox.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -34,6 +35,8 @@ pub(crate) struct Invocation<'a> {
     pub cwd: &'a Path,
     /// The sandbox and the cgroup directories its jailer joins; `None` runs directly.
     pub jail: Option<(&'a SandboxOptions, Vec<std::path::PathBuf>)>,
+    /// The call's output directory, shown inside the sandbox at `/out`.
+    pub out_dir: Option<&'a Path>,
 }
 
 /// How a process ended.
@@ -92,12 +95,22 @@ impl Spawner {
     }
 }
 
-/// Runs the invocation to its end or its time limit.
-pub(crate) fn run(spawner: &Spawner, invocation: &Invocation<'_>) -> Result<Finished> {
+/// How long output is still read once the tool's leader has ended and its process group
+/// (and cgroup) have been killed; whatever still holds the pipes open after that is ignored.
+const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+
+/// Runs the invocation to its end or its time limit. `kill_rest` runs once the leader has
+/// ended, to kill whatever of the call survived its process group (the sandbox's cgroup).
+pub(crate) fn run(
+    spawner: &Spawner,
+    invocation: &Invocation<'_>,
+    kill_rest: &dyn Fn(),
+) -> Result<Finished> {
     let binary = invocation.binary;
     let binary_fd = binary.file.as_raw_fd();
     let argv0 = binary.requested.display().to_string();
-    let (mut command, error_pipe, program) = match &invocation.jail {
+    let mut inherited = Vec::new();
+    let (mut command, error_read, program) = match &invocation.jail {
         None => {
             // Executed through the descriptor the allowlist checked, so a file swapped in at
             // the same path since then is not what runs.
@@ -106,12 +119,15 @@ pub(crate) fn run(spawner: &Spawner, invocation: &Invocation<'_>) -> Result<Fini
             command
                 .arg0(&argv0)
                 .args(invocation.args)
-                .current_dir(invocation.cwd);
+                .current_dir(invocation.cwd)
+                .envs(invocation.env.iter().map(|(k, v)| (k, v)));
             (command, None, binary.resolved.clone())
         }
         Some((sandbox, cgroups)) => {
-            let (error_read, error_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-                .map_err(|e| Error::io(&sandbox.jailer, "create the error pipe of", e.into()))?;
+            let jailer = &sandbox.jailer;
+            let (error_read, error_write) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                    .map_err(|e| Error::io(jailer, "create the error pipe of", e.into()))?;
             let argv = std::iter::once(argv0)
                 .chain(invocation.args.iter().cloned())
                 .collect();
@@ -121,63 +137,69 @@ pub(crate) fn run(spawner: &Spawner, invocation: &Invocation<'_>) -> Result<Fini
                 argv,
                 invocation.env.to_vec(),
                 cgroups.clone(),
+                invocation.out_dir.map(Path::to_owned),
             );
-            let mut command = Command::new(&sandbox.jailer);
+            // The spec (with the tool's environment) travels in a descriptor, not on the
+            // command line where every user could read it.
+            let spec = spec_file(&spec).map_err(|e| Error::io(jailer, "write the spec of", e))?;
+            let mut command = Command::new(jailer);
             command
-                .arg(serde_json::to_string(&spec).expect("specs serialize"))
+                .arg("--spec-fd")
+                .arg(spec.as_raw_fd().to_string())
                 .current_dir("/");
-            let inherited = [binary_fd, error_write.as_raw_fd()];
-            // SAFETY: only fcntl, which is async-signal-safe, runs between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    for fd in inherited {
-                        inherit(fd)?;
-                    }
-                    Ok(())
-                });
-            }
+            inherited.extend([binary_fd, error_write.as_raw_fd(), spec.as_raw_fd()]);
             (
                 command,
-                Some((error_read, error_write)),
-                sandbox.jailer.clone(),
+                Some((error_read, error_write, spec)),
+                jailer.clone(),
             )
         }
     };
+    // SAFETY: only async-signal-safe calls (setsid, prctl, fcntl) run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // A session of its own: its own process group, which the time limit kills, and
+            // no controlling terminal to type into.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Should the supervisor die, so does the tool.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &fd in &inherited {
+                inherit(fd)?;
+            }
+            Ok(())
+        });
+    }
     command
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so the time limit reaches every descendant.
-        .process_group(0);
+        .stderr(Stdio::piped());
     if invocation.jail.is_none() {
-        // The jailer gets the tool's environment in its spec, and none itself.
         command.envs(invocation.env.iter().map(|(k, v)| (k, v)));
     }
     let mut child = spawner
         .spawn(command)
         .map_err(|e| Error::io(&program, "spawn", e))?;
-    let error_read = error_pipe.map(|(read, write)| {
-        drop(write);
+    // Only the jailer keeps these; our copies would hold the error pipe open.
+    let error_read = error_read.map(|(read, write, spec)| {
+        drop((write, spec));
         read
     });
-    let stdout = capture(child.stdout.take(), invocation.output_bytes);
-    let stderr = capture(child.stderr.take(), invocation.output_bytes);
-    let feeder = feed(child.stdin.take(), invocation.stdin.to_vec());
-    let ended = wait(child.id(), invocation.timeout, &program)?;
-    // The group outlives its leader when a descendant kept running (or kept the pipes
-    // open); nothing of a finished call may linger.
-    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-    let _ = feeder.join();
-    let finished = Finished {
-        exit_code: ended.exit_code,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        timed_out: ended.timed_out,
-        user_us: ended.user_us,
-        system_us: ended.system_us,
-        max_rss_bytes: ended.max_rss_bytes,
-    };
+    let output = capture(
+        child.stdout.take(),
+        child.stderr.take(),
+        invocation.output_bytes,
+    );
+    // Not joined: a descendant that keeps stdin open without reading would hold it; it
+    // ends once the call's processes are killed.
+    feed(child.stdin.take(), invocation.stdin.to_vec());
+    let ended = wait(child.id(), invocation.timeout, &program, kill_rest);
+    let (stdout, stderr) = output.finish();
+    let ended = ended?;
     if let Some(read) = error_read {
         let mut reason = String::new();
         let _ = std::fs::File::from(read).read_to_string(&mut reason);
@@ -189,7 +211,23 @@ pub(crate) fn run(spawner: &Spawner, invocation: &Invocation<'_>) -> Result<Fini
             });
         }
     }
-    Ok(finished)
+    Ok(Finished {
+        exit_code: ended.exit_code,
+        stdout,
+        stderr,
+        timed_out: ended.timed_out,
+        user_us: ended.user_us,
+        system_us: ended.system_us,
+        max_rss_bytes: ended.max_rss_bytes,
+    })
+}
+
+/// The jailer's spec in an anonymous file, rewound, for it to read.
+fn spec_file(spec: &megavisor_jail::JailSpec) -> std::io::Result<std::fs::File> {
+    let mut file = tempfile::tempfile()?;
+    serde_json::to_writer(&mut file, spec)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 /// Clears close-on-exec on `fd`, so the jailer inherits it.
@@ -210,11 +248,13 @@ struct Ended {
     max_rss_bytes: u64,
 }
 
-/// Waits for the process up to `timeout`; past it, kills its process group.
-fn wait(pid: u32, timeout: Duration, program: &Path) -> Result<Ended> {
+/// Waits for the leader up to `timeout` (past it, kills its process group); then, while
+/// the ended leader still holds its process group id (so it cannot name anyone else's),
+/// kills the group and runs `kill_rest`; then reaps it.
+fn wait(pid: u32, timeout: Duration, program: &Path, kill_rest: &dyn Fn()) -> Result<Ended> {
     let group = Pid::from_raw(pid as i32);
     let (exited, exit_seen) = mpsc::channel::<()>();
-    // A watchdog rather than polling: this thread sleeps in wait4.
+    // A watchdog rather than polling: this thread sleeps in waitid.
     let watchdog = thread::Builder::new()
         .name("mv-native-watch".into())
         .spawn(move || {
@@ -235,22 +275,42 @@ fn wait(pid: u32, timeout: Duration, program: &Path) -> Result<Ended> {
             None
         }
     };
+    let waited = loop {
+        // SAFETY: an all-zero siginfo is a valid value for waitid to overwrite.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer; `pid` is our child. WNOWAIT leaves it unreaped.
+        let rc =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 {
+            break Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            break Err(err);
+        }
+    };
+    drop(exited);
+    // Whatever outlived the leader in its group, and beyond it (the sandbox's cgroup).
+    let _ = killpg(group, Signal::SIGKILL);
+    kill_rest();
+    let timed_out = watchdog.is_none_or(|w| w.join().unwrap_or(false));
+    if let Err(err) = waited {
+        return Err(Error::io(program, "wait for", err));
+    }
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: valid pointers to a status and a rusage; `pid` is our unreaped child.
+        // SAFETY: valid pointers; the leader has ended, so this returns at once.
         let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
         if rc == pid as i32 {
             break;
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(program, "wait for", err));
+            return Err(Error::io(program, "reap", err));
         }
     }
-    drop(exited);
-    let timed_out = watchdog.is_none_or(|w| w.join().unwrap_or(false));
     let exit_code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -266,28 +326,99 @@ fn wait(pid: u32, timeout: Duration, program: &Path) -> Result<Ended> {
     })
 }
 
-/// Reads a pipe to its end on a thread of its own.
-fn capture(pipe: Option<impl Read + Send + 'static>, cap: usize) -> thread::JoinHandle<Captured> {
+/// stdout and stderr, read on a thread of their own.
+struct Capture {
+    done: mpsc::Receiver<(Captured, Captured)>,
+    stop: OwnedFd,
+}
+
+impl Capture {
+    /// What was read: all of it, or what came within [`OUTPUT_GRACE`] of the leader's end
+    /// if something still holds the pipes open.
+    fn finish(self) -> (Captured, Captured) {
+        if let Ok(output) = self.done.recv_timeout(OUTPUT_GRACE) {
+            return output;
+        }
+        let _ = nix::unistd::write(&self.stop, &[1]);
+        self.done.recv().unwrap_or_default()
+    }
+}
+
+/// Reads both pipes to their ends, or until told to stop.
+fn capture(
+    stdout: Option<impl Read + AsFd + Send + 'static>,
+    stderr: Option<impl Read + AsFd + Send + 'static>,
+    cap: usize,
+) -> Capture {
+    let (done, finished) = mpsc::sync_channel(1);
+    let (stop_read, stop) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("a pipe for a stop signal");
     thread::spawn(move || {
-        let stream = CaptureStream::new(cap);
-        if let Some(mut pipe) = pipe {
-            let mut buf = [0u8; 16 << 10];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
+        let streams = [CaptureStream::new(cap), CaptureStream::new(cap)];
+        let mut pipes = [stdout.map(Reader::from), stderr.map(Reader::from)];
+        let mut buf = [0u8; 16 << 10];
+        while pipes.iter().any(Option::is_some) {
+            let mut fds: Vec<PollFd<'_>> = pipes
+                .iter()
+                .flatten()
+                .map(|pipe| PollFd::new(pipe.fd(), PollFlags::POLLIN))
+                .collect();
+            fds.push(PollFd::new(stop_read.as_fd(), PollFlags::POLLIN));
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            if fds
+                .last()
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
+            {
+                break;
+            }
+            for (index, pipe) in pipes.iter_mut().enumerate() {
+                if let Some(reader) = pipe {
+                    match reader.read(&mut buf) {
+                        Ok(0) => *pipe = None,
+                        Ok(n) => streams[index].push(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => *pipe = None,
+                    }
                 }
-                stream.push(&buf[..n]);
             }
         }
-        stream.take()
-    })
+        let [out, err] = streams;
+        let _ = done.send((out.take(), err.take()));
+    });
+    Capture {
+        done: finished,
+        stop,
+    }
+}
+
+/// A pipe read without blocking, so one quiet stream never holds up the other.
+struct Reader(Box<dyn ReadFd + Send>);
+
+trait ReadFd: Read + AsFd {}
+impl<T: Read + AsFd> ReadFd for T {}
+
+impl Reader {
+    fn from(pipe: impl Read + AsFd + Send + 'static) -> Self {
+        let _ = fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        Reader(Box::new(pipe))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
 }
 
 /// Writes stdin on a thread of its own; a tool that does not read it is not an error.
-fn feed(pipe: Option<impl Write + Send + 'static>, bytes: Vec<u8>) -> thread::JoinHandle<()> {
+fn feed(pipe: Option<impl Write + Send + 'static>, bytes: Vec<u8>) {
     thread::spawn(move || {
         if let Some(mut pipe) = pipe {
             let _ = pipe.write_all(&bytes);
         }
-    })
+    });
 }

@@ -79,6 +79,7 @@ impl SandboxOptions {
         argv: Vec<String>,
         env: Vec<(String, String)>,
         cgroups: Vec<PathBuf>,
+        out_dir: Option<PathBuf>,
     ) -> JailSpec {
         JailSpec {
             binary_fd,
@@ -94,6 +95,7 @@ impl SandboxOptions {
             gid: self.gid,
             rlimits: self.rlimits,
             cgroups,
+            out_dir,
             hostname: self.hostname.clone(),
         }
     }
