@@ -108,6 +108,14 @@ export interface EmbeddedOptions {
   trustedKey?: string;
   /** Calls that may run at once in this process (default: one per core). */
   maxConcurrency?: number;
+  /** Native binaries (absolute paths) this driver may run, as plain processes. */
+  allowBinaries?: string[];
+  /** An allowlist file: one absolute path per line, `#` comments, re-read when it changes. */
+  allowlist?: string;
+  /** SHA-256 or BLAKE3 hex digests of binaries allowed wherever they lie. */
+  allowDigests?: string[];
+  /** Variables (or `PREFIX*`) a native tool may be passed. */
+  nativeEnv?: string[];
 }
 
 /** Verifies a bundle and loads it into this process. Throws `HASH_MISMATCH`, `BAD_SIGNATURE`, ... */

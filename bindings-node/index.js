@@ -127,11 +127,15 @@ function opened(result) {
 /**
  * Verifies a bundle and loads it into this process: `options.bundle` (else
  * $MEGAVISOR_BUNDLE, else the bundle shipped here), trusting `options.trustedKey` (else
- * $MEGAVISOR_TRUSTED_KEY, else the key that signed the shipped bundle).
+ * $MEGAVISOR_TRUSTED_KEY, else the key that signed the shipped bundle). Native tools (named
+ * by absolute path) run, as plain processes, only if `allowBinaries`, `allowlist` or
+ * `allowDigests` allow them; `nativeEnv` names the variables they may be passed.
  */
 function embedded(options = {}) {
-  const { bundle, trustedKey, maxConcurrency } = options;
-  return opened(native.Driver.embedded(bundle, trustedKey, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY, maxConcurrency));
+  const { bundle, trustedKey, maxConcurrency, allowBinaries, allowlist, allowDigests, nativeEnv } = options;
+  const allowsNative = allowBinaries !== undefined || allowlist !== undefined || allowDigests !== undefined;
+  const nativeTools = allowsNative ? { allowBinaries, allowlist, allowDigests, nativeEnv } : undefined;
+  return opened(native.Driver.embedded(bundle, trustedKey, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY, maxConcurrency, nativeTools));
 }
 
 /** Connects to a running supervisor at `socket` (else $MEGAVISOR_SOCKET, else the default). */

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use megavisor_driver::{Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind};
+use megavisor_driver::{
+    AllowlistConfig, Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, NativeOptions,
+};
 use napi::bindgen_prelude::{Buffer, Either, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -35,6 +37,20 @@ pub struct RunOptions {
     pub params_json: Option<String>,
 }
 
+/// Which native tools an embedded driver may run (as plain processes; the sandbox is the
+/// supervisor's).
+#[napi(object)]
+pub struct NativeConfig {
+    /// Absolute paths allowed.
+    pub allow_binaries: Option<Vec<String>>,
+    /// An allowlist file (one absolute path per line, `#` comments, re-read on change).
+    pub allowlist: Option<String>,
+    /// SHA-256 or BLAKE3 hex digests allowed wherever the binary lies.
+    pub allow_digests: Option<Vec<String>>,
+    /// Variables (or `PREFIX*`) a call may pass.
+    pub native_env: Option<Vec<String>>,
+}
+
 /// An embedded or connected driver.
 #[napi]
 pub struct Driver {
@@ -52,6 +68,7 @@ impl Driver {
         default_bundle: String,
         default_key: String,
         max_concurrency: Option<u32>,
+        native: Option<NativeConfig>,
     ) -> Either<Driver, Failure> {
         let mut options = EmbeddedOptions::from_env_or(default_bundle, default_key);
         if let Some(bundle) = bundle {
@@ -63,6 +80,21 @@ impl Driver {
         if let Some(max) = max_concurrency {
             options.max_concurrency = max;
         }
+        options.native = native.map(|native| NativeOptions {
+            allowlist: AllowlistConfig {
+                paths: native
+                    .allow_binaries
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                file: native.allowlist.map(PathBuf::from),
+                digests: native.allow_digests.unwrap_or_default(),
+                ..AllowlistConfig::default()
+            },
+            env: native.native_env.unwrap_or_default(),
+            ..NativeOptions::default()
+        });
         opened(Inner::embedded(&options))
     }
 

@@ -126,3 +126,13 @@ test('a native tool runs through the supervisor, with its usage', async () => {
   }
 });
 
+test('an embedded driver runs the native tools it allows', async () => {
+  const eng = megavisor.embedded({ allowBinaries: ['/usr/bin/wc'], nativeEnv: ['LC_*'] });
+  const r = await eng.run('/usr/bin/wc', ['-l'], { stdin: 'a\nb\nc\n', env: { LC_ALL: 'C' } });
+  assert.equal(r.stdout.toString().trim(), '3');
+  assert.equal(r.usage.cgroup, undefined);
+  assert.throws(() => eng.runSync('/bin/ls'), (err) => err.code === 'NOT_ALLOWED');
+  assert.throws(() => eng.runSync('/usr/bin/wc', [], { env: { SECRET: 'x' } }), (err) => err.code === 'NOT_ALLOWED' && /SECRET/.test(err.message));
+  assert.throws(() => megavisor.embedded().runSync('/usr/bin/wc'), (err) => /not enabled/.test(err.message));
+});
+

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use megavisor_driver::{Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind};
+use megavisor_driver::{
+    AllowlistConfig, Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, NativeOptions,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -25,7 +27,8 @@ impl Driver {
     /// `Driver("embedded", bundle, trusted_key, default_bundle=..., default_key=...)` or
     /// `Driver("connected", socket)`. Verification and connecting run without the GIL.
     #[new]
-    #[pyo3(signature = (mode, path=None, trusted_key=None, *, default_bundle=None, default_key=None, max_concurrency=None))]
+    #[pyo3(signature = (mode, path=None, trusted_key=None, *, default_bundle=None, default_key=None, max_concurrency=None, allow_binaries=None, allowlist=None, allow_digests=None, native_env=None))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
         mode: &str,
@@ -34,6 +37,10 @@ impl Driver {
         default_bundle: Option<PathBuf>,
         default_key: Option<PathBuf>,
         max_concurrency: Option<u32>,
+        allow_binaries: Option<Vec<PathBuf>>,
+        allowlist: Option<PathBuf>,
+        allow_digests: Option<Vec<String>>,
+        native_env: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let inner = match mode {
             "embedded" => {
@@ -49,6 +56,18 @@ impl Driver {
                 }
                 if let Some(max) = max_concurrency {
                     options.max_concurrency = max;
+                }
+                if allow_binaries.is_some() || allowlist.is_some() || allow_digests.is_some() {
+                    options.native = Some(NativeOptions {
+                        allowlist: AllowlistConfig {
+                            paths: allow_binaries.unwrap_or_default(),
+                            file: allowlist,
+                            digests: allow_digests.unwrap_or_default(),
+                            ..AllowlistConfig::default()
+                        },
+                        env: native_env.unwrap_or_default(),
+                        ..NativeOptions::default()
+                    });
                 }
                 py.detach(|| Inner::embedded(&options))
             }

@@ -166,3 +166,20 @@ def test_a_native_tool_runs_through_the_supervisor_with_its_usage(
     assert client.run("true").usage is None
     with pytest.raises(megavisor.NotAllowed, match="allowlist"):
         client.run("/bin/ls")
+
+
+def test_an_embedded_driver_runs_the_native_tools_it_allows(tmp_path: Path) -> None:
+    eng = megavisor.embedded(allow_binaries=["/usr/bin/wc"], native_env=["LC_*"])
+    r = eng.run("/usr/bin/wc", ["-l"], stdin=b"a\nb\nc\n", env={"LC_ALL": "C"})
+    assert (r.stdout.strip(), r.tool) == (b"3", "/usr/bin/wc")
+    assert r.usage is not None and r.usage.cgroup is None
+    with pytest.raises(megavisor.NotAllowed, match="allowlist"):
+        eng.run("/bin/ls")
+    with pytest.raises(megavisor.NotAllowed, match="SECRET"):
+        eng.run("/usr/bin/wc", env={"SECRET": "x"})
+    allowlist = tmp_path / "allow"
+    allowlist.write_text("# tools\n/usr/bin/id  # who am I\n")
+    by_file = megavisor.embedded(allowlist=allowlist)
+    assert by_file.run("/usr/bin/id", ["-u"]).ok
+    with pytest.raises(megavisor.NotAllowed, match="not enabled"):
+        megavisor.embedded().run("/usr/bin/wc")

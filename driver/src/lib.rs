@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use megavisor_client::{Call, Client, Error, ErrorKind, Output, Result, Tool, ToolList};
+pub use megavisor_core::native::{AllowlistConfig, NativeOptions};
 use megavisor_core::{EngineOptions, Runtime, RuntimeOptions, TrustPolicy};
 
 use workers::Workers;
@@ -40,6 +41,9 @@ pub struct EmbeddedOptions {
     pub trusted_keys: Vec<PathBuf>,
     /// Calls that may run at once in this process.
     pub max_concurrency: u32,
+    /// Native tools this driver may run (allowlist, environment, sandbox); `None` refuses
+    /// every native tool.
+    pub native: Option<NativeOptions>,
 }
 
 impl EmbeddedOptions {
@@ -49,6 +53,7 @@ impl EmbeddedOptions {
             bundle: bundle.into(),
             trusted_keys: vec![trusted_key.into()],
             max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            native: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl Driver {
                 max_concurrency,
                 ..EngineOptions::default()
             },
+            native: options.native.clone(),
             ..RuntimeOptions::default()
         };
         let runtime =

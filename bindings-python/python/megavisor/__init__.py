@@ -123,6 +123,10 @@ def embedded(
     *,
     trusted_key: Optional[PathLike] = None,
     max_concurrency: Optional[int] = None,
+    allow_binaries: Optional[Sequence[PathLike]] = None,
+    allowlist: Optional[PathLike] = None,
+    allow_digests: Optional[Sequence[str]] = None,
+    native_env: Optional[Sequence[str]] = None,
 ) -> Driver:
     """Verifies a bundle and loads it into this process.
 
@@ -130,6 +134,12 @@ def embedded(
     ``trusted_key`` to ``$MEGAVISOR_TRUSTED_KEY``, else the key that signed it. Raises
     ``HashMismatch`` or ``BadSignature`` (naming the file, digests or key) if it fails
     verification.
+
+    Native tools (a tool named by absolute path) run only if allowed: by path
+    (``allow_binaries``), by an allowlist file (``allowlist``) or by SHA-256/BLAKE3 digest
+    (``allow_digests``); ``native_env`` names the variables (or ``PREFIX*``) a call may
+    pass them. Embedded, they run as plain processes; the sandbox is the supervisor's
+    (``megavisor serve --sandbox``).
     """
     return Driver(
         "embedded",
@@ -138,6 +148,10 @@ def embedded(
         default_bundle=DEFAULT_BUNDLE,
         default_key=DEFAULT_TRUSTED_KEY,
         max_concurrency=max_concurrency,
+        allow_binaries=list(allow_binaries) if allow_binaries is not None else None,
+        allowlist=allowlist,
+        allow_digests=list(allow_digests) if allow_digests is not None else None,
+        native_env=list(native_env) if native_env is not None else None,
     )
 
 

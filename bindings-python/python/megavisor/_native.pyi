@@ -111,6 +111,10 @@ class Driver:
         default_bundle: Optional[_Path] = None,
         default_key: Optional[_Path] = None,
         max_concurrency: Optional[int] = None,
+        allow_binaries: Optional[List[_Path]] = None,
+        allowlist: Optional[_Path] = None,
+        allow_digests: Optional[List[str]] = None,
+        native_env: Optional[List[str]] = None,
     ) -> None: ...
     @property
     def mode(self) -> Literal["embedded", "connected"]: ...
