@@ -372,11 +372,18 @@ impl Runtime {
             return execute();
         };
         validate_execution_id(id)?;
-        // The same variables in another order are the same request.
-        let mut normalized = request.clone();
-        normalized.env.sort();
+        // The same variables in another order are the same request (copied to sort them
+        // only when they are not in order already).
+        let normalized = if request.env.is_sorted() {
+            std::borrow::Cow::Borrowed(request)
+        } else {
+            let mut sorted = request.clone();
+            sorted.env.sort();
+            std::borrow::Cow::Owned(sorted)
+        };
         let fingerprint =
-            *blake3::hash(&serde_json::to_vec(&normalized).expect("requests serialize")).as_bytes();
+            *blake3::hash(&serde_json::to_vec(&*normalized).expect("requests serialize"))
+                .as_bytes();
         match self.idempotency.claim(id, fingerprint)? {
             Claim::Replay(outcome) => *outcome,
             Claim::Run(ticket) => {

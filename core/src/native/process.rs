@@ -3,11 +3,10 @@
 //! group killed at the time limit; directly, or through the jailer into its sandbox.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
@@ -62,7 +61,7 @@ pub(crate) struct Finished {
 /// allowed to start programs, are started by this one instead, which is not filtered.
 #[derive(Debug)]
 pub(crate) struct Spawner {
-    requests: Mutex<mpsc::Sender<(Command, mpsc::SyncSender<std::io::Result<Child>>)>>,
+    requests: mpsc::Sender<(Command, mpsc::SyncSender<std::io::Result<Child>>)>,
 }
 
 impl Spawner {
@@ -77,18 +76,12 @@ impl Spawner {
                 }
             })
             .map_err(|e| Error::io("native tools", "start the spawning thread of", e))?;
-        Ok(Spawner {
-            requests: Mutex::new(requests),
-        })
+        Ok(Spawner { requests })
     }
 
     fn spawn(&self, command: Command) -> std::io::Result<Child> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let sent = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send((command, reply));
+        let sent = self.requests.send((command, reply));
         let gone = || std::io::Error::other("the spawning thread is gone");
         sent.map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
@@ -119,8 +112,7 @@ pub(crate) fn run(
             command
                 .arg0(&argv0)
                 .args(invocation.args)
-                .current_dir(invocation.cwd)
-                .envs(invocation.env.iter().map(|(k, v)| (k, v)));
+                .current_dir(invocation.cwd);
             (command, None, binary.resolved.clone())
         }
         Some((sandbox, cgroups)) => {
@@ -199,11 +191,18 @@ pub(crate) fn run(
         drop((write, spec));
         read
     });
-    let output = capture(
+    let output = match capture(
         child.stdout.take(),
         child.stderr.take(),
         invocation.output_bytes,
-    );
+    ) {
+        Ok(output) => output,
+        Err(e) => {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(Error::io(&program, "read the output of", e));
+        }
+    };
     // Not joined: a descendant that keeps stdin open without reading would hold it; it
     // ends once the call's processes are killed.
     feed(child.stdin.take(), invocation.stdin.to_vec());
@@ -356,21 +355,21 @@ impl Capture {
 
 /// Reads both pipes to their ends, or until told to stop.
 fn capture(
-    stdout: Option<impl Read + AsFd + Send + 'static>,
-    stderr: Option<impl Read + AsFd + Send + 'static>,
+    stdout: Option<impl Into<OwnedFd>>,
+    stderr: Option<impl Into<OwnedFd>>,
     cap: usize,
-) -> Capture {
+) -> std::io::Result<Capture> {
     let (done, finished) = mpsc::sync_channel(1);
-    let (stop_read, stop) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("a pipe for a stop signal");
+    let (stop_read, stop) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let mut pipes = [stdout.map(nonblocking), stderr.map(nonblocking)];
     thread::spawn(move || {
         let streams = [CaptureStream::new(cap), CaptureStream::new(cap)];
-        let mut pipes = [stdout.map(Reader::from), stderr.map(Reader::from)];
         let mut buf = [0u8; 16 << 10];
         while pipes.iter().any(Option::is_some) {
             let mut fds: Vec<PollFd<'_>> = pipes
                 .iter()
                 .flatten()
-                .map(|pipe| PollFd::new(pipe.fd(), PollFlags::POLLIN))
+                .map(|pipe| PollFd::new(pipe.as_fd(), PollFlags::POLLIN))
                 .collect();
             fds.push(PollFd::new(stop_read.as_fd(), PollFlags::POLLIN));
             if poll(&mut fds, PollTimeout::NONE).is_err() {
@@ -397,31 +396,17 @@ fn capture(
         let [out, err] = streams;
         let _ = done.send((out.take(), err.take()));
     });
-    Capture {
+    Ok(Capture {
         done: finished,
         stop,
-    }
+    })
 }
 
 /// A pipe read without blocking, so one quiet stream never holds up the other.
-struct Reader(Box<dyn ReadFd + Send>);
-
-trait ReadFd: Read + AsFd {}
-impl<T: Read + AsFd> ReadFd for T {}
-
-impl Reader {
-    fn from(pipe: impl Read + AsFd + Send + 'static) -> Self {
-        let _ = fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        Reader(Box::new(pipe))
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
+fn nonblocking(pipe: impl Into<OwnedFd>) -> std::fs::File {
+    let pipe = std::fs::File::from(pipe.into());
+    let _ = fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    pipe
 }
 
 /// Writes stdin on a thread of its own; a tool that does not read it is not an error.
