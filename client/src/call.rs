@@ -156,6 +156,11 @@ impl Call {
     pub fn message(&self) -> &proto::Call {
         &self.message
     }
+
+    /// The protocol message this call sends, taken.
+    pub fn into_message(self) -> proto::Call {
+        self.message
+    }
 }
 
 impl From<proto::Call> for Call {

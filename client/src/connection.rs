@@ -23,7 +23,7 @@ use prost::Message;
 
 use crate::call::Call;
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{AsyncSlot, CallFuture};
+use crate::future::{AsyncSlot, CallFuture, Canceller};
 use crate::link::{Link, RingLink};
 
 /// Largest welcome the client reads (it is a few hundred bytes).
@@ -62,6 +62,7 @@ impl Default for ConnectOptions {
 enum Outgoing<'a> {
     Call(&'a proto::Call),
     ListTools,
+    Cancel,
 }
 
 impl Outgoing<'_> {
@@ -79,6 +80,10 @@ impl Outgoing<'_> {
                 uint64::encode(1, &id, &mut buf);
                 message::encode(3, &proto::ListTools {}, &mut buf);
             }
+            Outgoing::Cancel => {
+                uint64::encode(1, &id, &mut buf);
+                message::encode(4, &proto::Cancel {}, &mut buf);
+            }
         }
         buf
     }
@@ -91,7 +96,7 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     socket: UnixStream,
     link: Link,
     server: String,
@@ -199,17 +204,24 @@ impl Client {
 
     /// Starts a tool and returns a future of its output; the calling thread does not wait
     /// for the tool (it may wait for an in-flight permit when the connection is saturated).
+    /// Dropping the future before it is ready gives up on the call: the supervisor stops it.
     pub fn call_async(&self, call: &Call) -> CallFuture {
         let slot = Arc::new(AsyncSlot::default());
-        let future = CallFuture { slot: slot.clone() };
         // Registered before the call is sent: its reply may be received (by another
         // thread leading) before `send` even returns.
         let register = |id| self.inner.register_async(id, slot.clone());
         let sent = self.send_registered(Outgoing::Call(&call.message), Some(register));
-        if let Err(err) = sent {
-            slot.complete(Err(err));
-        }
-        future
+        let cancel = match sent {
+            Ok(id) => Some(Canceller {
+                inner: Arc::downgrade(&self.inner),
+                id,
+            }),
+            Err(err) => {
+                slot.complete(Err(err));
+                None
+            }
+        };
+        CallFuture { slot, cancel }
     }
 
     /// Lists the tools of the bundle being served.
@@ -293,6 +305,16 @@ impl Inner {
     fn release_permit(&self) {
         self.lock().in_flight -= 1;
         self.changed.notify_all();
+    }
+
+    /// Asks the supervisor to stop asynchronous call `id`, if it is still waiting for its
+    /// reply (which then comes as a `cancelled` failure, or its output if it ended first).
+    pub(crate) fn cancel(&self, id: u64) {
+        if !self.lock().pending_async.contains_key(&id) {
+            return;
+        }
+        // Best effort: a connection that is gone has stopped the call already.
+        let _ = self.link.send(&self.socket, &Outgoing::Cancel.encode(id));
     }
 
     /// Waits for the reply to `id`, leading the receiving when no one else is.
@@ -478,13 +500,12 @@ fn map_ring(accepted: &proto::Accepted, fds: Vec<OwnedFd>) -> Result<RingLink> {
         .ring
         .ok_or_else(|| Error::protocol("ring transport accepted without a ring geometry"))?;
     let layout = Layout::new(&geometry).map_err(Error::protocol)?;
-    let [memfd, wake_server, wake_client]: [OwnedFd; 3] =
-        fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-            Error::protocol(format!(
-                "expected 3 descriptors with the welcome, got {}",
-                fds.len()
-            ))
-        })?;
+    let [memfd, doorbell]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        Error::protocol(format!(
+            "expected 2 descriptors with the welcome, got {}",
+            fds.len()
+        ))
+    })?;
     let seals = fcntl(memfd.as_fd(), FcntlArg::F_GET_SEALS).map_err(Error::protocol)?;
     let seals = SealFlag::from_bits_truncate(seals);
     if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL) {
@@ -508,8 +529,7 @@ fn map_ring(accepted: &proto::Accepted, fds: Vec<OwnedFd>) -> Result<RingLink> {
         ring,
         producer: Mutex::new(Producer::new(Direction::Request)),
         consumer: Mutex::new((Consumer::new(Direction::Reply), Patience::default())),
-        wake_server: Doorbell::from_fd(wake_server),
-        wake_client: Doorbell::from_fd(wake_client),
+        doorbell: Doorbell::from_fd(doorbell),
     })
 }
 

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Busy,
     /// The supervisor is draining and takes no new calls.
     ShuttingDown,
+    /// The caller gave up on the call, which was stopped.
+    Cancelled,
     /// The connection to the supervisor is gone (or could not be made).
     ConnectionLost,
     /// The supervisor said something this client does not understand.
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::Busy => "busy",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::ConnectionLost => "connection_lost",
             ErrorKind::Protocol => "protocol",
         }
@@ -72,6 +75,7 @@ impl ErrorKind {
             Ok(K::Internal) => ErrorKind::Internal,
             Ok(K::Busy) => ErrorKind::Busy,
             Ok(K::ShuttingDown) => ErrorKind::ShuttingDown,
+            Ok(K::Cancelled) => ErrorKind::Cancelled,
             Ok(K::Unspecified) | Err(_) => ErrorKind::Protocol,
         }
     }
@@ -107,7 +111,7 @@ impl Error {
         self.kind
     }
 
-    /// What the tool wrote before it was stopped (timeout, memory limit, trap).
+    /// What the tool wrote before it was stopped (timeout, memory limit, trap, cancel).
     pub fn partial_output(&self) -> Option<&proto::Output> {
         self.partial.as_deref()
     }
@@ -140,7 +144,9 @@ impl From<FrameError> for Error {
             FrameError::Malformed { .. } | FrameError::TooLarge { .. } | FrameError::TooManyFds => {
                 Error::protocol(err)
             }
-            FrameError::Closed | FrameError::Io(_) => Error::connection_lost(err),
+            FrameError::Closed | FrameError::Io(_) | FrameError::TimedOut(_) => {
+                Error::connection_lost(err)
+            }
         }
     }
 }

@@ -22,5 +22,5 @@ mod link;
 pub use call::Call;
 pub use connection::{Client, ConnectOptions, Transport};
 pub use error::{Error, ErrorKind, Result};
-pub use future::CallFuture;
+pub use future::{CallFuture, Canceller};
 pub use megavisor_wire::proto::{Output, Timings, Tool, ToolList};

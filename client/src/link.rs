@@ -18,8 +18,8 @@ pub(crate) struct RingLink {
     /// Held only by the receiving leader (see `Client`), so uncontended; with it, how long
     /// the leader looks for replies before it sleeps.
     pub(crate) consumer: Mutex<(Consumer, Patience)>,
-    pub(crate) wake_server: Doorbell,
-    pub(crate) wake_client: Doorbell,
+    /// This client's end of the doorbell: rung to wake the supervisor, waited on to sleep.
+    pub(crate) doorbell: Doorbell,
 }
 
 /// A connection's transport.
@@ -36,9 +36,10 @@ impl Link {
                 let mut producer = link.producer.lock().expect("producer lock");
                 loop {
                     match producer.push(&link.ring, message) {
-                        Ok(sleeping) => {
-                            if sleeping {
-                                link.wake_server.ring();
+                        Ok(pushed) => {
+                            drop(producer);
+                            if pushed.wake {
+                                link.doorbell.ring();
                             }
                             return Ok(());
                         }
@@ -116,7 +117,7 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
             ring.cancel_sleep(Direction::Reply);
             continue;
         }
-        let wake = link.wake_client.wait(socket.as_fd(), -1);
+        let wake = link.doorbell.wait(socket.as_fd(), -1);
         ring.cancel_sleep(Direction::Reply);
         slept = true;
         if wake == Wake::PeerGone {

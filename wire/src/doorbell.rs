@@ -1,13 +1,23 @@
-//! Wake-ups between the two sides of a ring: an eventfd per direction, rung only when the
-//! other side has said it is about to sleep, so a busy pair never makes a system call.
+//! Wake-ups between the two sides of a ring: a socket pair, one end per side, rung only
+//! when the other side has said it is about to sleep, so a busy pair never makes a system
+//! call.
+//!
+//! A side rings the other by sending a byte on its own end, and sleeps until its own end is
+//! readable. The two ends of a socket pair are separate open files, so neither side can
+//! change the other's flags (an eventfd passed over the socket would share one
+//! `O_NONBLOCK` flag with the peer, which could then make the other side block on it); and
+//! every send and receive says `MSG_DONTWAIT`, so no flag matters at all: a full queue is
+//! ringing already, an empty one has been answered. Sends also say `MSG_NOSIGNAL`: a peer
+//! that has gone costs no `SIGPIPE` (which would kill a C client that never asked for it).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 
-/// One eventfd used as a doorbell.
+/// One side's end of a doorbell.
 #[derive(Debug)]
 pub struct Doorbell {
     fd: OwnedFd,
@@ -18,26 +28,42 @@ pub struct Doorbell {
 pub enum Wake {
     /// The doorbell rang (or the wait timed out): look at the ring again.
     Rang,
-    /// The peer's socket closed or failed: the peer is gone.
+    /// The peer's socket closed or failed, or it let go of its end of the doorbell: the
+    /// peer is gone.
     PeerGone,
 }
 
-impl Doorbell {
-    /// A new, non-blocking doorbell.
-    pub fn new() -> io::Result<Self> {
-        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        Ok(Doorbell { fd: efd.into() })
-    }
+/// A new doorbell: this side's end, and the end to hand to the peer.
+pub fn pair() -> io::Result<(Doorbell, Doorbell)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((Doorbell { fd: ours }, Doorbell { fd: theirs }))
+}
 
-    /// Wraps an eventfd received from the peer.
+impl Doorbell {
+    /// Wraps this side's end of a doorbell, received from the peer.
     pub fn from_fd(fd: OwnedFd) -> Self {
         Doorbell { fd }
     }
 
-    /// Rings the bell.
+    /// Rings the other side. Never blocks and never raises `SIGPIPE`: a queue too full to
+    /// take the byte is ringing already, and a peer that has gone has nobody to wake.
     pub fn ring(&self) {
-        // A full counter (2^64 - 2 rings unread) still wakes the sleeper, so the error is moot.
-        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
+        loop {
+            let sent = send(
+                self.fd.as_raw_fd(),
+                &[1],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+            match sent {
+                Err(Errno::EINTR) => continue,
+                _ => return,
+            }
+        }
     }
 
     /// Sleeps until the bell rings or `peer` (the connection's socket) hangs up, at most
@@ -50,24 +76,33 @@ impl Doorbell {
         ];
         let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
         match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return Wake::PeerGone,
         }
         let peer_events = fds[1].revents().unwrap_or(PollFlags::empty());
-        self.reset();
-        if peer_events.intersects(
-            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL,
-        ) {
+        let gone =
+            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+        if !self.reset() || peer_events.intersects(gone) {
             Wake::PeerGone
         } else {
             Wake::Rang
         }
     }
 
-    /// Clears pending rings.
-    pub fn reset(&self) {
-        let mut counter = [0u8; 8];
-        let _ = nix::unistd::read(self.fd.as_fd(), &mut counter);
+    /// Clears pending rings; false when the peer has let go of its end (end of file).
+    /// Reads a bounded amount, so a peer that rings without pause costs its own connection
+    /// a busy waiter, nothing more.
+    pub fn reset(&self) -> bool {
+        let mut rings = [0u8; 4096];
+        for _ in 0..16 {
+            match recv(self.fd.as_raw_fd(), &mut rings, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return false,
+                Ok(n) if n < rings.len() => return true,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+            }
+        }
+        true
     }
 }
 
@@ -199,6 +234,38 @@ mod tests {
         assert_eq!(budgets.last(), Some(&Patience::MAX));
         patience.found_while_looking(Duration::from_micros(5));
         assert_eq!(patience.budget(), Patience::MAX);
+    }
+
+    #[test]
+    fn a_doorbell_wakes_its_waiter_and_notices_a_peer_let_go() {
+        let (ours, theirs) = pair().unwrap();
+        let (socket, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.ring();
+        theirs.ring();
+        assert_eq!(ours.wait(socket.as_fd(), 1000), Wake::Rang);
+        assert!(ours.reset(), "nothing pending, and the peer still there");
+        drop(theirs);
+        assert_eq!(ours.wait(socket.as_fd(), 1000), Wake::PeerGone);
+        // Ringing a peer that has gone is no signal, no error.
+        ours.ring();
+    }
+
+    #[test]
+    fn neither_end_blocks_whatever_the_peer_does_to_its_own() {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let (ours, theirs) = pair().unwrap();
+        // A hostile peer makes its own end blocking; that is its open file, not ours, and
+        // ours is used with MSG_DONTWAIT anyway.
+        fcntl(theirs.fd.as_fd(), FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        fcntl(ours.fd.as_fd(), FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        // It never reads: ringing it past full returns at once.
+        for _ in 0..200_000 {
+            ours.ring();
+        }
+        // It rings us, then stops: resetting returns, and so does resetting it empty.
+        nix::unistd::write(&theirs.fd, &[1; 1000]).unwrap();
+        assert!(ours.reset());
+        assert!(ours.reset());
     }
 
     #[test]

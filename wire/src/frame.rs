@@ -2,8 +2,10 @@
 //! A frame may carry file descriptors (`SCM_RIGHTS`); they arrive with its first byte.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use prost::Message;
 
@@ -20,6 +22,9 @@ pub enum FrameError {
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// The deadline passed before the frame was read or written whole.
+    #[error("the peer was too slow: the deadline passed before the frame was {0} whole")]
+    TimedOut(&'static str),
     /// The socket failed.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
@@ -52,6 +57,17 @@ pub fn write<M: Message>(socket: impl AsFd, message: &M, fds: &[RawFd]) -> Resul
 /// Writes one frame holding the already encoded message `body`, passing `fds` with its
 /// first byte. The length prefix and the body go out together, without copying the body.
 pub fn write_bytes(socket: impl AsFd, body: &[u8], fds: &[RawFd]) -> Result<(), FrameError> {
+    write_bytes_by(socket, body, fds, None)
+}
+
+/// Like [`write_bytes`], but gives up when `deadline` passes before the peer has taken the
+/// whole frame; it never blocks past it, whatever the socket's own flags.
+pub fn write_bytes_by(
+    socket: impl AsFd,
+    body: &[u8],
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> Result<(), FrameError> {
     if body.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {
             len: body.len(),
@@ -73,9 +89,16 @@ pub fn write_bytes(socket: impl AsFd, body: &[u8], fds: &[RawFd]) -> Result<(), 
         } else {
             &[]
         };
-        match sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        let flags = match deadline {
+            Some(_) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None => MsgFlags::MSG_NOSIGNAL,
+        };
+        match sendmsg::<()>(fd, &iov, cmsgs, flags, None) {
             Ok(n) => sent += n,
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) if deadline.is_some() => {
+                wait_until_ready(socket.as_fd(), PollFlags::POLLOUT, deadline, "written")?;
+            }
             Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => {
                 return Err(FrameError::Closed);
             }
@@ -93,7 +116,7 @@ pub fn read_with_fds<M: Message + Default>(
     max_len: usize,
 ) -> Result<(M, Vec<OwnedFd>), FrameError> {
     let mut fds = Some(Vec::new());
-    let bytes = read_frame(socket.as_fd().as_raw_fd(), max_len, &mut fds)?;
+    let bytes = read_frame(socket.as_fd(), max_len, &mut fds, None)?;
     let message = decode(&bytes, what)?;
     Ok((message, fds.unwrap_or_default()))
 }
@@ -110,7 +133,89 @@ pub fn read<M: Message + Default>(
 
 /// Reads one frame's message bytes (at most `max_len`), refusing file descriptors.
 pub fn read_bytes(socket: impl AsFd, max_len: usize) -> Result<Vec<u8>, FrameError> {
-    read_frame(socket.as_fd().as_raw_fd(), max_len, &mut None)
+    read_frame(socket.as_fd(), max_len, &mut None, None)
+}
+
+/// Like [`read`], but the whole frame must have arrived by `deadline` (however slowly the
+/// peer sends it, byte by byte).
+pub fn read_by<M: Message + Default>(
+    socket: impl AsFd,
+    what: &'static str,
+    max_len: usize,
+    deadline: Instant,
+) -> Result<M, FrameError> {
+    let bytes = read_frame(socket.as_fd(), max_len, &mut None, Some(deadline))?;
+    decode(&bytes, what)
+}
+
+/// Reads the length prefix of the next frame, waiting as long as it takes.
+pub fn read_len(socket: impl AsFd) -> Result<usize, FrameError> {
+    let mut prefix = [0u8; 4];
+    read_exact(socket.as_fd(), &mut prefix, &mut None, None)?;
+    Ok(u32::from_le_bytes(prefix) as usize)
+}
+
+/// Reads a frame body of `len` bytes (its prefix read already), by `deadline`.
+pub fn read_body(socket: impl AsFd, len: usize, deadline: Instant) -> Result<Vec<u8>, FrameError> {
+    let mut body = vec![0u8; len];
+    read_exact(socket.as_fd(), &mut body, &mut None, Some(deadline))?;
+    Ok(body)
+}
+
+/// Reads a frame body of `len` bytes by `deadline` without keeping it, but for its first
+/// `keep` bytes (enough to tell whom to refuse).
+pub fn discard_body(
+    socket: impl AsFd,
+    len: usize,
+    keep: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, FrameError> {
+    let mut head = vec![0u8; keep.min(len)];
+    read_exact(socket.as_fd(), &mut head, &mut None, Some(deadline))?;
+    let mut scratch = [0u8; 16 << 10];
+    let mut left = len - head.len();
+    while left > 0 {
+        let chunk = left.min(scratch.len());
+        read_exact(
+            socket.as_fd(),
+            &mut scratch[..chunk],
+            &mut None,
+            Some(deadline),
+        )?;
+        left -= chunk;
+    }
+    Ok(head)
+}
+
+/// Waits until `socket` is ready for `events`, or fails once `deadline` passes.
+fn wait_until_ready(
+    socket: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+    what: &'static str,
+) -> Result<(), FrameError> {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(FrameError::TimedOut(what));
+                }
+                // Rounded up, so a wait never ends just short of the deadline.
+                PollTimeout::try_from(
+                    left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32
+                )
+                .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(socket, events)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(FrameError::Io(e.into())),
+        }
+    }
 }
 
 fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M, FrameError> {
@@ -120,12 +225,13 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M, F
 /// Reads a length prefix and the body; collects passed descriptors into `fds` when it is
 /// `Some`, and otherwise reads without a control buffer, so the kernel discards them.
 fn read_frame(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     max_len: usize,
     fds: &mut Option<Vec<OwnedFd>>,
+    deadline: Option<Instant>,
 ) -> Result<Vec<u8>, FrameError> {
     let mut prefix = [0u8; 4];
-    read_exact(fd, &mut prefix, fds)?;
+    read_exact(fd, &mut prefix, fds, deadline)?;
     let len = u32::from_le_bytes(prefix) as usize;
     if len > max_len.min(MAX_FRAME_BYTES) {
         return Err(FrameError::TooLarge {
@@ -134,13 +240,22 @@ fn read_frame(
         });
     }
     let mut body = vec![0u8; len];
-    read_exact(fd, &mut body, fds)?;
+    read_exact(fd, &mut body, fds, deadline)?;
     Ok(body)
 }
 
-fn read_exact(fd: RawFd, buf: &mut [u8], fds: &mut Option<Vec<OwnedFd>>) -> Result<(), FrameError> {
+fn read_exact(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Option<Vec<OwnedFd>>,
+    deadline: Option<Instant>,
+) -> Result<(), FrameError> {
+    let fd = socket.as_raw_fd();
     let mut filled = 0;
     while filled < buf.len() {
+        if deadline.is_some() {
+            wait_until_ready(socket, PollFlags::POLLIN, deadline, "read")?;
+        }
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf[filled..])];
         let control = if fds.is_some() {
@@ -177,4 +292,68 @@ fn read_exact(fd: RawFd, buf: &mut [u8], fds: &mut Option<Vec<OwnedFd>>) -> Resu
         filled += received;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    #[test]
+    fn a_frame_dripped_byte_by_byte_misses_its_deadline() {
+        let (reader, mut writer) = UnixStream::pair().unwrap();
+        let dripping = std::thread::spawn(move || {
+            for byte in [8u8, 0, 0, 0, 1, 2, 3] {
+                if writer.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        let started = Instant::now();
+        let outcome = read_by::<crate::proto::Hello>(
+            &reader,
+            "hello",
+            64,
+            started + Duration::from_millis(100),
+        );
+        assert!(
+            matches!(outcome, Err(FrameError::TimedOut("read"))),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(300));
+        drop(reader);
+        dripping.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_cannot_hold_a_writer_past_its_deadline() {
+        let (writer, _reader) = UnixStream::pair().unwrap();
+        let big = vec![7u8; 8 << 20];
+        let started = Instant::now();
+        let outcome = write_bytes_by(
+            &writer,
+            &big,
+            &[],
+            Some(started + Duration::from_millis(100)),
+        );
+        assert!(
+            matches!(outcome, Err(FrameError::TimedOut("written"))),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_discarded_body_leaves_the_next_frame_intact() {
+        let (reader, writer) = UnixStream::pair().unwrap();
+        write_bytes(&writer, &[9u8; 50_000], &[]).unwrap();
+        write_bytes(&writer, b"next", &[]).unwrap();
+        let len = read_len(&reader).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(discard_body(&reader, len, 4, deadline).unwrap(), vec![9; 4]);
+        assert_eq!(read_bytes(&reader, 100).unwrap(), b"next");
+    }
 }

@@ -5,7 +5,7 @@
 //!   `SCM_RIGHTS`;
 //! - [`ring`]: the layout of the shared-memory ring and its single-producer, single-consumer
 //!   queues, written to treat the other side's memory as hostile;
-//! - [`doorbell`]: the eventfd wake-ups that let an idle side sleep.
+//! - [`doorbell`]: the socket-pair wake-ups that let an idle side sleep.
 //!
 //! This crate knows nothing of the engine: the client builds on it without Wasmtime.
 
@@ -20,7 +20,8 @@ pub mod proto {
 }
 
 /// The protocol version this crate speaks; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: a socket-pair doorbell, `Cancel`, the `cancelled` kind.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 impl proto::ErrorKind {
     /// The stable snake-case name shared with megavisor-core (`hash_mismatch`, `busy`, ...).
@@ -39,6 +40,7 @@ impl proto::ErrorKind {
             K::Internal => "internal",
             K::Busy => "busy",
             K::ShuttingDown => "shutting_down",
+            K::Cancelled => "cancelled",
         }
     }
 }

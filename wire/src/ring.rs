@@ -229,6 +229,11 @@ impl Layout {
         self.slots
     }
 
+    /// Bytes of each slot, its header included.
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
     /// Largest message `direction` carries (the larger of inline and spill capacity).
     pub fn max_message(&self, direction: Direction) -> usize {
         let spill = match direction {
@@ -370,6 +375,27 @@ impl Ring {
         self.sleeping(direction).store(0, Ordering::Relaxed);
     }
 
+    /// Gives the memory of the spill space of message `index` back to the system (it reads
+    /// as zeros until written again). Only for a message the consumer has taken: a peer
+    /// reading it anyway sees zeros, nothing of ours.
+    pub fn discard_spill(&self, direction: Direction, index: u32) {
+        let (_, spill_at, spill) = self.layout.regions(direction);
+        let slot = (index & (self.layout.slots - 1)) as usize;
+        if spill == 0 {
+            return;
+        }
+        // SAFETY: the range is one slot's spill space inside the mapping, page-aligned
+        // (spill sizes and offsets are page multiples); MADV_REMOVE frees the pages of the
+        // shared file behind it without unmapping anything.
+        unsafe {
+            libc::madvise(
+                self.base.as_ptr().add(spill_at + slot * spill).cast(),
+                spill,
+                libc::MADV_REMOVE,
+            );
+        }
+    }
+
     fn write_bytes(&self, offset: usize, bytes: &[u8]) {
         assert!(
             offset + bytes.len() <= self.layout.total,
@@ -417,6 +443,16 @@ impl Drop for Ring {
     }
 }
 
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The consumer had announced it is sleeping: ring its doorbell.
+    pub wake: bool,
+    /// The index of the message, when it went to its slot's spill space (which stays
+    /// resident until [`Ring::discard_spill`] gives it back once consumed).
+    pub spilled: Option<u32>,
+}
+
 /// The producing end of one ring; holds the head privately.
 #[derive(Debug)]
 pub struct Producer {
@@ -446,9 +482,16 @@ impl Producer {
         Ok(used)
     }
 
-    /// Copies `message` into the next slot and publishes it. Returns whether the consumer
-    /// announced it is sleeping, in which case the caller rings its doorbell.
-    pub fn push(&mut self, ring: &Ring, message: &[u8]) -> Result<bool, PushError> {
+    /// Whether the message pushed at `index` has been taken by the consumer.
+    pub fn consumed(&self, ring: &Ring, index: u32) -> Result<bool, RingViolation> {
+        let tail = self.head.wrapping_sub(self.in_use(ring)?);
+        Ok((tail.wrapping_sub(index) as i32) > 0)
+    }
+
+    /// Copies `message` into the next slot and publishes it. Says whether the consumer
+    /// announced it is sleeping, in which case the caller rings its doorbell (after letting
+    /// go of whatever lock guards this producer).
+    pub fn push(&mut self, ring: &Ring, message: &[u8]) -> Result<Pushed, PushError> {
         let layout = &ring.layout;
         let limit = layout.max_message(self.direction);
         if message.len() > limit {
@@ -463,12 +506,13 @@ impl Producer {
         let slot = (self.head & (layout.slots - 1)) as usize;
         let (slots_at, spill_at, spill) = layout.regions(self.direction);
         let slot_at = slots_at + slot * layout.slot_bytes;
-        let placement = if message.len() <= layout.inline_capacity() {
+        let index = self.head;
+        let (placement, spilled) = if message.len() <= layout.inline_capacity() {
             ring.write_bytes(slot_at + SLOT_HEADER_BYTES, message);
-            PLACEMENT_INLINE
+            (PLACEMENT_INLINE, None)
         } else {
             ring.write_bytes(spill_at + slot * spill, message);
-            PLACEMENT_SPILL
+            (PLACEMENT_SPILL, Some(index))
         };
         let mut header = [0u8; SLOT_HEADER_BYTES];
         header[..4].copy_from_slice(&(message.len() as u32).to_le_bytes());
@@ -478,7 +522,10 @@ impl Producer {
         // SeqCst pairs with the consumer's `announce_sleep` then re-check: either it sees this
         // head, or we see its sleeping flag and ring.
         ring.head(self.direction).store(self.head, Ordering::SeqCst);
-        Ok(ring.sleeping(self.direction).load(Ordering::SeqCst) != 0)
+        Ok(Pushed {
+            wake: ring.sleeping(self.direction).load(Ordering::SeqCst) != 0,
+            spilled,
+        })
     }
 }
 
@@ -590,6 +637,30 @@ mod tests {
             assert_eq!(consumer.pop(&ring).unwrap().unwrap(), small);
             assert_eq!(consumer.pop(&ring).unwrap().unwrap(), big);
             assert_eq!(consumer.pop(&ring).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn a_producer_knows_what_was_consumed_and_spilled() {
+        let (ring, _) = ring(4);
+        let mut producer = Producer::new(Direction::Reply);
+        let mut consumer = Consumer::new(Direction::Reply);
+        assert_eq!(producer.push(&ring, b"small").unwrap().spilled, None);
+        let big = producer.push(&ring, &[5; 5000]).unwrap();
+        assert_eq!(big.spilled, Some(1));
+        assert!(!producer.consumed(&ring, 0).unwrap());
+        consumer.pop(&ring).unwrap();
+        assert!(producer.consumed(&ring, 0).unwrap() && !producer.consumed(&ring, 1).unwrap());
+        assert_eq!(consumer.pop(&ring).unwrap().unwrap(), vec![5; 5000]);
+        assert!(producer.consumed(&ring, 1).unwrap());
+        ring.discard_spill(Direction::Reply, 1);
+        // The pages read back as zeros, and the slot is as good as new.
+        producer.push(&ring, &[6; 5000]).unwrap();
+        producer.push(&ring, &[7; 5000]).unwrap();
+        producer.push(&ring, &[8; 5000]).unwrap();
+        producer.push(&ring, &[9; 5000]).unwrap();
+        for expected in [6, 7, 8, 9] {
+            assert_eq!(consumer.pop(&ring).unwrap().unwrap(), vec![expected; 5000]);
         }
     }
 
