@@ -18,17 +18,33 @@ pub fn from_stdout(stdout: &[u8]) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Artifacts from a `<execution_id>.json` file, if it exists and has that shape.
+/// Artifacts from a `<execution_id>.json` file, if it is a regular file of that shape.
+///
+/// The tool wrote the directory, so the file is opened without following a symlink: a tool
+/// must not make the runtime read, for it, a file it could not read itself.
 pub fn from_file(path: &Path) -> BTreeMap<String, String> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() <= MAX_ARTIFACT_FILE_BYTES => {}
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let Ok(file) = file else {
+        return BTreeMap::new();
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.len() <= MAX_ARTIFACT_FILE_BYTES => {}
         Ok(m) => {
-            tracing::warn!(file = %path.display(), size = m.len(), "artifacts file too large; ignored");
+            tracing::warn!(file = %path.display(), size = m.len(), "artifacts file too large or not a regular file; ignored");
             return BTreeMap::new();
         }
         Err(_) => return BTreeMap::new(),
     }
-    std::fs::read(path).map(|b| parse(&b)).unwrap_or_default()
+    let mut bytes = Vec::new();
+    match file.take(MAX_ARTIFACT_FILE_BYTES).read_to_end(&mut bytes) {
+        Ok(_) => parse(&bytes),
+        Err(_) => BTreeMap::new(),
+    }
 }
 
 fn parse(bytes: &[u8]) -> BTreeMap<String, String> {
@@ -64,5 +80,19 @@ mod tests {
         assert!(from_stdout(b"{\"x\":{}}").is_empty());
         assert!(from_stdout(b"plain text").is_empty());
         assert!(from_stdout(b"").is_empty());
+    }
+
+    #[test]
+    fn a_file_behind_a_symlink_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.json");
+        std::fs::write(&secret, br#"{"artifacts":{"k":"secret"}}"#).unwrap();
+        assert_eq!(
+            from_file(&secret).get("k").map(String::as_str),
+            Some("secret")
+        );
+        let planted = dir.path().join("id.json");
+        std::os::unix::fs::symlink(&secret, &planted).unwrap();
+        assert!(from_file(&planted).is_empty());
     }
 }

@@ -31,6 +31,9 @@ pub enum ErrorKind {
     BadRequest,
     /// The runtime cannot read, compile or load something it needs (I/O, engine failure).
     Internal,
+    /// The caller gave up on the call (a cancelled RPC, a closed connection, a dropped
+    /// future), and it was stopped.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -46,6 +49,7 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Internal => "internal",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -114,6 +118,26 @@ pub enum Error {
         /// What the guest had written before it was stopped.
         partial: Box<Output>,
     },
+    /// The call was stopped for a reason outside the tool: its caller's deadline passed, or
+    /// its time limit ran out before it could start. Unlike [`Error::Timeout`], this is no
+    /// answer of the tool's, so a retry with the same execution id runs again.
+    #[error("timeout: {tool} {reason}")]
+    DeadlineExceeded {
+        /// Tool that was stopped (or never started).
+        tool: String,
+        /// What ran out, e.g. `was stopped at the caller's deadline after 95 ms`.
+        reason: String,
+        /// What the guest had written before it was stopped.
+        partial: Box<Output>,
+    },
+    /// The caller gave up on the call, which was stopped (or never started).
+    #[error("cancelled: the caller gave up on {tool}")]
+    Cancelled {
+        /// Tool that was stopped.
+        tool: String,
+        /// What the guest had written before it was stopped.
+        partial: Box<Output>,
+    },
     /// The guest tried to grow memory past its limit.
     #[error(
         "memory limit: {tool} tried to grow its memory to {requested} bytes, limit is {limit} bytes"
@@ -172,7 +196,8 @@ impl Error {
             Error::BadSignature { .. } => ErrorKind::BadSignature,
             Error::ToolNotFound { .. } => ErrorKind::ToolNotFound,
             Error::NotAllowed(_) => ErrorKind::NotAllowed,
-            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Timeout { .. } | Error::DeadlineExceeded { .. } => ErrorKind::Timeout,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::MemoryLimit { .. } => ErrorKind::MemoryLimit,
             Error::Trap { .. } => ErrorKind::Trap,
             Error::BadRequest(_) => ErrorKind::BadRequest,
@@ -186,6 +211,8 @@ impl Error {
     pub fn partial_output(&self) -> Option<&Output> {
         match self {
             Error::Timeout { partial, .. }
+            | Error::DeadlineExceeded { partial, .. }
+            | Error::Cancelled { partial, .. }
             | Error::MemoryLimit { partial, .. }
             | Error::Trap { partial, .. } => Some(partial),
             _ => None,
@@ -195,10 +222,21 @@ impl Error {
     pub(crate) fn partial_output_mut(&mut self) -> Option<&mut Output> {
         match self {
             Error::Timeout { partial, .. }
+            | Error::DeadlineExceeded { partial, .. }
+            | Error::Cancelled { partial, .. }
             | Error::MemoryLimit { partial, .. }
             | Error::Trap { partial, .. } => Some(partial),
             _ => None,
         }
+    }
+
+    /// Whether this failure is the tool's own answer to its request, to be replayed for its
+    /// execution id: not a failure of the host, nor a stop its caller (or the queue) caused.
+    pub(crate) fn is_answer(&self) -> bool {
+        !matches!(
+            self,
+            Error::DeadlineExceeded { .. } | Error::Cancelled { .. }
+        ) && self.kind() != ErrorKind::Internal
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, err: std::io::Error) -> Self {

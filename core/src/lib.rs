@@ -9,6 +9,8 @@
 //! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
 //! - [`engine`]: the Wasmtime engine, its fingerprint, and loading the AOT module safely;
 //! - [`runtime`]: the warm pool and one fresh WASI sandbox per invocation;
+//! - [`caller`]: who a call is for and how long its caller waits (identity, deadline,
+//!   cancellation), and [`mounts`]: which host directories a peer's call may see;
 //! - [`native`]: allowlisted native binaries, run behind the same API;
 //! - [`pack`]: building and signing a bundle.
 //!
@@ -30,6 +32,7 @@
 pub mod arguments;
 mod artifacts;
 pub mod bundle;
+pub mod caller;
 pub mod capability;
 mod capture;
 pub mod digest;
@@ -38,20 +41,27 @@ mod epoch;
 mod error;
 mod idempotency;
 pub mod manifest;
+pub mod mounts;
 pub mod native;
 pub mod pack;
+mod peer_access;
+pub mod queue;
 mod request;
 mod result;
 pub mod runtime;
 pub mod signing;
+mod sleep;
 mod slots;
 
+pub use caller::{Caller, CancelToken, Credentials, Identity};
 pub use capability::{Access, Capability};
 pub use capture::TAIL_BYTES;
 pub use digest::Digests;
 pub use engine::EngineOptions;
+pub use epoch::{Stop, Stopped};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{Entry, Manifest};
+pub use mounts::MountRoot;
 pub use request::{Limits, Mount, Request, ToolRef};
 pub use result::{Output, ResourceUsage, Timings};
 pub use runtime::{Runtime, RuntimeOptions, StartupReport};

@@ -5,25 +5,31 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, InstancePre, Linker, Module, ModuleExport, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Engine, InstancePre, Linker, Module, ModuleExport, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::artifacts;
 use crate::bundle::VerifiedBundle;
+use crate::caller::{Caller, Credentials, Identity};
 use crate::capability::{Access, Capability, Grant};
 use crate::capture::CaptureStream;
 use crate::digest::Digests;
 use crate::engine::{self, EngineOptions, ModuleOrigin};
-use crate::epoch::EpochTicker;
-use crate::error::{Error, ErrorKind, Result};
-use crate::idempotency::{Claim, IdempotencyCache};
+use crate::epoch::{EpochTicker, Stop, Stopped};
+use crate::error::{Error, Result};
+use crate::idempotency::{self, Claim, IdempotencyCache};
 use crate::manifest::{Entry, EntryLimits, Manifest};
+use crate::mounts::{self, MountRoot};
 use crate::native::{NativeDriver, NativeLimits, NativeOptions};
+use crate::peer_access::AsPeer;
 use crate::request::{Mount, Request, ToolRef};
 use crate::result::{Output, Timings};
 use crate::signing::{Authenticity, TrustPolicy};
+use crate::sleep::{self, Stoppable};
 use crate::slots::Slots;
 
 /// Guest path of the per-execution output directory (seed 000's out dir).
@@ -34,17 +40,26 @@ pub const OUT_DIR_GUEST: &str = "/run/megavisor/out";
 pub struct RuntimeOptions {
     /// Engine and pool settings.
     pub engine: EngineOptions,
-    /// Execution ids remembered for idempotency.
+    /// Execution ids remembered for idempotency, per principal.
     pub idempotency_capacity: usize,
+    /// Bytes of output the remembered outcomes of one principal may hold; the oldest are
+    /// forgotten beyond it.
+    pub idempotency_max_bytes: usize,
     /// How long a completed execution id is remembered.
     pub idempotency_ttl: Duration,
     /// Upper bound on bytes of stdout and of stderr kept in full per call.
     pub max_output_bytes: u64,
+    /// Upper bound on a request's stdin.
+    pub max_stdin_bytes: u64,
     /// Upper bound on any request's time limit.
     pub max_timeout: Duration,
-    /// Host directory under which each execution id gets `<id>/`, mounted in the guest at
-    /// [`OUT_DIR_GUEST`]; `None` disables per-execution output directories.
+    /// Host directory under which each execution id gets `<id>/` (a peer's under
+    /// `uid-<uid>/`), mounted in the guest at [`OUT_DIR_GUEST`]; `None` disables
+    /// per-execution output directories.
     pub out_dir: Option<PathBuf>,
+    /// Host directories under which a peer's mounts may lie (see [`crate::mounts`]); none
+    /// means a peer may mount nothing. This process's own calls are not confined.
+    pub mount_roots: Vec<MountRoot>,
     /// Native tools and their allowlist; `None` refuses every native tool.
     pub native: Option<NativeOptions>,
 }
@@ -54,10 +69,13 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             engine: EngineOptions::default(),
             idempotency_capacity: 4096,
+            idempotency_max_bytes: 256 << 20,
             idempotency_ttl: Duration::from_secs(600),
             max_output_bytes: 16 << 20,
+            max_stdin_bytes: 64 << 20,
             max_timeout: Duration::from_secs(3600),
             out_dir: None,
+            mount_roots: Vec::new(),
             native: None,
         }
     }
@@ -76,14 +94,29 @@ pub struct StartupReport {
     pub origin: ModuleOrigin,
 }
 
-/// The state of one store: its WASI context and its memory cap.
+/// The state of one store: its WASI context, its memory cap, and when it must stop.
 struct Invocation {
     wasi: WasiP1Ctx,
     memory: MemoryCap,
+    stop: Option<Stop>,
+    /// Why the epoch callback interrupted the guest, if it did.
+    stopped: Option<Stopped>,
+}
+
+impl Stoppable for Invocation {
+    fn stop(&self) -> Option<&Stop> {
+        self.stop.as_ref()
+    }
+
+    fn stopped(&mut self, reason: Stopped) {
+        self.stopped = Some(reason);
+    }
 }
 
 struct MemoryCap {
     limit: u64,
+    /// Bytes of every linear memory of the store, so that several memories share one cap.
+    total: u64,
     /// The size the guest asked for when it hit the limit.
     exceeded: Option<u64>,
 }
@@ -91,12 +124,13 @@ struct MemoryCap {
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit {
-            self.exceeded = Some(desired as u64);
+        let total = (self.total - current as u64).saturating_add(desired as u64);
+        if total > self.limit {
+            self.exceeded = Some(total);
             // An error (not `Ok(false)`) stops the guest at once, so the failure is reported
             // as the memory limit rather than as whatever the guest does with a failed malloc.
             return Err(wasmtime::format_err!(
@@ -104,6 +138,7 @@ impl ResourceLimiter for MemoryCap {
                 self.limit
             ));
         }
+        self.total = total;
         Ok(true)
     }
 
@@ -136,6 +171,25 @@ pub struct Runtime {
     startup: StartupReport,
     /// Native tools, when an allowlist is configured.
     native: Option<NativeDriver>,
+    /// This process's effective uid: a peer with it needs no change of identity.
+    process_uid: u32,
+}
+
+/// What a request runs: an entry of the megabinary, or a native binary (standing for an
+/// entry, or allowlisted by itself).
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Entry(usize, &'a Entry),
+    Native(&'a Path, Option<&'a Entry>),
+}
+
+impl Target<'_> {
+    fn name(&self) -> String {
+        match self {
+            Target::Entry(_, entry) | Target::Native(_, Some(entry)) => entry.name.clone(),
+            Target::Native(binary, None) => binary.display().to_string(),
+        }
+    }
 }
 
 impl Runtime {
@@ -237,6 +291,23 @@ impl Runtime {
         let mut linker: Linker<Invocation> = Linker::new(&engine);
         p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
             .map_err(|e| Error::Engine(format!("cannot link WASI: {e:#}")))?;
+        // WASI's own proc_exit turns statuses of 126 and above into a trap; a process may
+        // exit with any status up to 255, as on Unix (and only its low byte counts).
+        linker.allow_shadowing(true);
+        linker
+            .func_wrap(
+                "wasi_snapshot_preview1",
+                "proc_exit",
+                |status: u32| -> wasmtime::Result<()> {
+                    Err(I32Exit((status & 0xff) as i32).into())
+                },
+            )
+            .map_err(|e| Error::Engine(format!("cannot link proc_exit: {e:#}")))?;
+        linker.allow_shadowing(false);
+        let mut wasi = Linker::new(&engine);
+        p1::add_to_linker_sync(&mut wasi, |s: &mut Invocation| &mut s.wasi)
+            .and_then(|()| sleep::link(&mut linker, wasi))
+            .map_err(|e| Error::Engine(format!("cannot link poll_oneoff: {e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| {
             Error::Engine(format!(
                 "megabinary imports something this runtime does not provide: {e:#}"
@@ -260,7 +331,12 @@ impl Runtime {
             native,
             declared_grants,
             slots: Slots::new(options.engine.max_concurrency),
-            idempotency: IdempotencyCache::new(capacity, options.idempotency_ttl),
+            idempotency: IdempotencyCache::new(
+                capacity,
+                options.idempotency_max_bytes,
+                options.idempotency_ttl,
+            ),
+            process_uid: nix::unistd::geteuid().as_raw(),
             engine,
             pre,
             start,
@@ -304,9 +380,16 @@ impl Runtime {
     ) -> Result<Store<Invocation>> {
         let memory = MemoryCap {
             limit: memory_limit,
+            total: 0,
             exceeded: None,
         };
-        let mut store = Store::new(&self.engine, Invocation { wasi, memory });
+        let invocation = Invocation {
+            wasi,
+            memory,
+            stop: None,
+            stopped: None,
+        };
+        let mut store = Store::new(&self.engine, invocation);
         store.limiter(|s| &mut s.memory);
         if self.options.engine.fuel {
             store
@@ -355,43 +438,45 @@ impl Runtime {
         self.native.is_some()
     }
 
-    /// Runs one invocation: an entry of the megabinary, or a native binary.
+    /// Runs one invocation for this process (an embedded call): an entry of the megabinary,
+    /// or a native binary.
     pub fn run(&self, request: &Request) -> Result<Output> {
-        let called = Instant::now();
-        let execute = || match &request.tool {
-            ToolRef::Native(binary) => self.execute_native(binary, None, request, called),
-            tool => {
-                let (index, entry) = self.resolve(tool)?;
-                match entry.served_natively() {
-                    Some(binary) => self.execute_native(binary, Some(entry), request, called),
-                    None => self.execute(index, entry, request, called),
-                }
+        self.run_for(request, &Caller::process())
+    }
+
+    /// Runs one invocation for `caller`: its time limit counts from when the call arrived,
+    /// it stops at the caller's deadline or when the caller gives up, its execution id is
+    /// the caller's own, and a peer's mounts are confined to the mount roots and opened with
+    /// the peer's credentials.
+    pub fn run_for(&self, request: &Request, caller: &Caller) -> Result<Output> {
+        let max_stdin = self.options.max_stdin_bytes;
+        if request.stdin.len() as u64 > max_stdin {
+            return Err(Error::BadRequest(format!(
+                "stdin of {} bytes exceeds this runtime's limit of {max_stdin} bytes",
+                request.stdin.len()
+            )));
+        }
+        let target = self.resolve(&request.tool)?;
+        let stop = Stop::new(caller, self.limit_of(target, request.limits.timeout)?);
+        let execute = || match target {
+            Target::Entry(index, entry) => self.execute(index, entry, request, caller, &stop),
+            Target::Native(binary, entry) => {
+                self.execute_native(binary, entry, request, caller, &stop)
             }
         };
         let Some(id) = &request.execution_id else {
             return execute();
         };
         validate_execution_id(id)?;
-        // The same variables in another order are the same request (copied to sort them
-        // only when they are not in order already).
-        let normalized = if request.env.is_sorted() {
-            std::borrow::Cow::Borrowed(request)
-        } else {
-            let mut sorted = request.clone();
-            sorted.env.sort();
-            std::borrow::Cow::Owned(sorted)
-        };
-        let fingerprint =
-            *blake3::hash(&serde_json::to_vec(&*normalized).expect("requests serialize"))
-                .as_bytes();
-        match self.idempotency.claim(id, fingerprint)? {
+        let fingerprint = idempotency::fingerprint(request);
+        match self
+            .idempotency
+            .claim(caller, &stop, &target.name(), id, fingerprint)?
+        {
             Claim::Replay(outcome) => *outcome,
             Claim::Run(ticket) => {
                 let outcome = execute();
-                match &outcome {
-                    Err(err) if err.kind() == ErrorKind::Internal => ticket.forget(&outcome),
-                    _ => ticket.complete(&outcome),
-                }
+                ticket.settle(&outcome);
                 outcome
             }
         }
@@ -404,7 +489,8 @@ impl Runtime {
         binary: &Path,
         entry: Option<&Entry>,
         request: &Request,
-        called: Instant,
+        caller: &Caller,
+        stop: &Stop,
     ) -> Result<Output> {
         let Some(native) = &self.native else {
             return Err(Error::NotAllowed(format!(
@@ -412,21 +498,23 @@ impl Runtime {
                 binary.display()
             )));
         };
-        let admitted = native.admit(binary, request)?;
-        let defaults = EntryLimits {
-            memory_bytes: 0,
-            timeout_ms: entry.map_or(native.default_timeout().as_millis() as u64, |e| {
-                e.limits.timeout_ms
-            }),
-        };
+        // A peer names and opens the binary as itself: it runs nothing it could not read.
+        let peer = self.other_user(caller);
+        let as_peer = peer.map(AsPeer::assume).transpose()?;
+        let admitted = native.admit(binary, request, peer)?;
+        drop(as_peer);
         let limits = NativeLimits {
-            timeout: self.limit_time(defaults, request.limits.timeout)?,
             memory_bytes: request.limits.memory_bytes,
             output_bytes: self.limit_output(request.limits.output_bytes)?,
-            out_dir: self.out_dir_of(request)?,
+            out_dir: self.out_dir_of(request, caller)?,
+            run_as: peer,
+            principal: caller.identity.namespace(),
         };
-        let permit = self.slots.acquire();
-        let outcome = native.run(&admitted, request, &limits, called.elapsed(), called);
+        let name = entry.map_or_else(|| binary.display().to_string(), |e| e.name.clone());
+        let permit = self.slots.acquire(stop).map_err(|reason| {
+            stop.ended_before_start(reason, &name, request.execution_id.clone())
+        })?;
+        let outcome = native.run(&admitted, request, &limits, stop, caller.received);
         drop(permit);
         match entry {
             // Reported under the entry's name, as the caller called it.
@@ -435,24 +523,38 @@ impl Runtime {
         }
     }
 
-    /// The entry a request names, with its index in the manifest.
-    fn resolve(&self, tool: &ToolRef) -> Result<(usize, &Entry)> {
+    /// What a request's tool names: an entry (or the native binary standing for it), or a
+    /// native binary by path.
+    fn resolve<'a>(&'a self, tool: &'a ToolRef) -> Result<Target<'a>> {
         let mut entries = self.manifest.entries.iter().enumerate();
         let found = match tool {
+            ToolRef::Native(binary) => return Ok(Target::Native(binary, None)),
             ToolRef::Name(name) => entries.find(|(_, e)| e.name == *name),
             ToolRef::Digest(hex) => {
                 entries.find(|(_, e)| e.originals.digests.iter().any(|d| d.matches_either(hex)))
             }
-            ToolRef::Native(_) => None,
         };
-        found.ok_or_else(|| Error::ToolNotFound {
+        let (index, entry) = found.ok_or_else(|| Error::ToolNotFound {
             name: match tool {
                 ToolRef::Name(name) => name.clone(),
                 ToolRef::Digest(hex) => format!("no entry stands for a binary with digest {hex}"),
                 ToolRef::Native(path) => path.display().to_string(),
             },
             available: self.manifest.entry_names(),
+        })?;
+        Ok(match entry.served_natively() {
+            Some(binary) => Target::Native(binary, Some(entry)),
+            None => Target::Entry(index, entry),
         })
+    }
+
+    /// The credentials of a caller who is another user than this process, whose file
+    /// access must therefore be taken on for it.
+    fn other_user<'a>(&self, caller: &'a Caller) -> Option<&'a Credentials> {
+        match &caller.identity {
+            Identity::Peer(credentials) if credentials.uid != self.process_uid => Some(credentials),
+            _ => None,
+        }
     }
 
     fn execute(
@@ -460,11 +562,21 @@ impl Runtime {
         index: usize,
         entry: &Entry,
         request: &Request,
-        called: Instant,
+        caller: &Caller,
+        stop: &Stop,
     ) -> Result<Output> {
-        let plan = self.plan(index, entry, request)?;
-        let permit = self.slots.acquire();
-        let queue = called.elapsed();
+        let plan = self.plan(index, entry, request, caller)?;
+        let not_started =
+            |reason| stop.ended_before_start(reason, &entry.name, request.execution_id.clone());
+        let permit = self.slots.acquire(stop).map_err(not_started)?;
+        let queue = caller.received.elapsed();
+        // A peer of another uid opens its mounts, and everything the guest reaches through
+        // them, as itself, for the whole call (a call without mounts touches no file).
+        let peer = self.other_user(caller);
+        let _as_peer = match peer {
+            Some(credentials) if !plan.preopens.is_empty() => Some(AsPeer::assume(credentials)?),
+            _ => None,
+        };
 
         let stdout = CaptureStream::new(plan.output_bytes);
         let stderr = CaptureStream::new(plan.output_bytes);
@@ -475,22 +587,48 @@ impl Runtime {
             .stdin(MemoryInputPipe::new(request.stdin.clone()))
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        for (host, guest, access) in &plan.preopens {
-            let perms = match access {
+        for preopen in &plan.preopens {
+            let perms = match preopen.access {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,
             };
-            wasi.preopened_dir(host, guest, perms).map_err(|e| {
+            let cannot_open = |e: wasmtime::Error| {
                 Error::BadRequest(format!(
-                    "cannot open mount {} for {guest}: {e:#}",
-                    host.display()
+                    "cannot open mount {} for {}: {e:#}",
+                    preopen.host.display(),
+                    preopen.guest
                 ))
-            })?;
+            };
+            match (&caller.identity, preopen.confined) {
+                (Identity::Peer(credentials), true) => {
+                    let roots = &self.options.mount_roots;
+                    let dir =
+                        mounts::open_for_peer(roots, credentials, &preopen.host, preopen.access)?;
+                    wasi.preopened_dir(mounts::proc_path(&dir), &preopen.guest, perms)
+                        .map_err(cannot_open)?;
+                }
+                _ => {
+                    wasi.preopened_dir(&preopen.host, &preopen.guest, perms)
+                        .map_err(cannot_open)?;
+                }
+            }
         }
 
         let instantiating = Instant::now();
         let mut store = self.new_store(wasi.build_p1(), plan.memory_bytes, request.limits.fuel)?;
-        store.set_epoch_deadline(EpochTicker::ticks_for(plan.timeout));
+        store.data_mut().stop = Some(stop.clone());
+        // Every tick asks the call's `Stop` whether to go on (see `epoch`).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| {
+            let invocation = store.data_mut();
+            match invocation.stop.as_ref().and_then(Stop::check) {
+                None => Ok(UpdateDeadline::Continue(1)),
+                Some(reason) => {
+                    invocation.stopped = Some(reason);
+                    Ok(UpdateDeadline::Interrupt)
+                }
+            }
+        });
         let in_flight = self.ticker.enter();
         let instance = self.pre.instantiate(&mut store);
         let instantiated = Instant::now();
@@ -504,6 +642,7 @@ impl Runtime {
         let ran = Instant::now();
         drop(in_flight);
         let exceeded = store.data().memory.exceeded;
+        let stopped = store.data().stopped;
         // Dropping the store resets its pool slot. Doing it here, on the thread that used
         // the slot, measured 2.5x faster for `echo` than handing it to a reaper thread: a
         // cross-thread drop pays TLB shootdowns for the slot's mprotect and malloc arena
@@ -540,7 +679,7 @@ impl Runtime {
             cached: false,
             usage: None,
         };
-        output.timings.total_us = called.elapsed().as_micros() as u64;
+        output.timings.total_us = caller.received.elapsed().as_micros() as u64;
         let error = match outcome {
             Ok(()) => return Ok(output),
             Err(e) => match e.downcast_ref::<I32Exit>() {
@@ -561,13 +700,9 @@ impl Runtime {
                 partial,
             }
         } else {
-            match error.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => Error::Timeout {
-                    tool,
-                    limit: format!("time limit of {} ms", plan.timeout.as_millis()),
-                    partial,
-                },
-                Some(Trap::OutOfFuel) => Error::Timeout {
+            match (error.downcast_ref::<Trap>(), stopped) {
+                (Some(Trap::Interrupt), Some(reason)) => stop.error(reason, *partial, true),
+                (Some(Trap::OutOfFuel), _) => Error::Timeout {
                     tool,
                     limit: format!(
                         "fuel limit of {} units",
@@ -586,7 +721,13 @@ impl Runtime {
 
     /// Checks the request against the entry's capabilities and the runtime's limits, and
     /// works out everything the sandbox needs. Nothing runs if this fails.
-    fn plan(&self, index: usize, entry: &Entry, request: &Request) -> Result<Plan> {
+    fn plan(
+        &self,
+        index: usize,
+        entry: &Entry,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Plan> {
         let narrowed;
         let grant = match request.capabilities.as_deref() {
             None => self.declared_grants[index].as_ref().map_err(Clone::clone)?,
@@ -622,11 +763,16 @@ impl Runtime {
         }
         let mut preopens = Vec::with_capacity(request.mounts.len() + 1);
         for mount in &request.mounts {
-            preopens.push(self.check_mount(entry, grant, mount)?);
+            preopens.push(self.check_mount(entry, grant, mount, caller)?);
         }
-        let out_dir = self.out_dir_of(request)?;
+        let out_dir = self.out_dir_of(request, caller)?;
         if let Some(dir) = &out_dir {
-            preopens.push((dir.clone(), OUT_DIR_GUEST.to_owned(), Access::ReadWrite));
+            preopens.push(Preopen {
+                host: dir.clone(),
+                guest: OUT_DIR_GUEST.to_owned(),
+                access: Access::ReadWrite,
+                confined: false,
+            });
             env.push(("MEGAVISOR_OUT_DIR".to_owned(), OUT_DIR_GUEST.to_owned()));
         }
         if let Some(id) = &request.execution_id {
@@ -638,22 +784,38 @@ impl Runtime {
             preopens,
             out_dir,
             memory_bytes: self.limit_memory(entry.limits, request.limits.memory_bytes)?,
-            timeout: self.limit_time(entry.limits, request.limits.timeout)?,
             output_bytes: self.limit_output(request.limits.output_bytes)?,
         })
     }
 
-    /// `<out-dir>/<execution_id>/`, created, when the runtime has an output directory and
-    /// the request an execution id.
-    fn out_dir_of(&self, request: &Request) -> Result<Option<PathBuf>> {
+    /// `<out-dir>/<execution_id>/` (a peer's under `uid-<uid>/`, both its own), created, when
+    /// the runtime has an output directory and the request an execution id.
+    fn out_dir_of(&self, request: &Request, caller: &Caller) -> Result<Option<PathBuf>> {
         let (Some(root), Some(id)) = (&self.options.out_dir, &request.execution_id) else {
             return Ok(None);
         };
-        let dir = root.join(id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(&dir)
-            .map_err(|e| Error::io(&dir, "create output directory", e))?;
+        let (principal_dir, owner) = match &caller.identity {
+            Identity::Process => (root.clone(), None),
+            Identity::Peer(credentials) => (
+                root.join(format!("uid-{}", credentials.uid)),
+                self.other_user(caller),
+            ),
+        };
+        let dir = principal_dir.join(id);
+        match owner {
+            // The principal's directory is the peer's own: what it put in there is not
+            // followed.
+            Some(owner) => {
+                let owner = (owner.uid, owner.gid);
+                std::fs::create_dir_all(root).map_err(|e| Error::io(root, "create", e))?;
+                mounts::own_dir(&principal_dir, owner)?;
+                mounts::own_dir(&dir, owner)?;
+            }
+            None => std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(&dir)
+                .map_err(|e| Error::io(&dir, "create output directory", e))?,
+        }
         Ok(Some(dir))
     }
 
@@ -662,7 +824,8 @@ impl Runtime {
         entry: &Entry,
         grant: &Grant,
         mount: &Mount,
-    ) -> Result<(PathBuf, String, Access)> {
+        caller: &Caller,
+    ) -> Result<Preopen> {
         let guest = normalize_guest_path(&mount.guest)?;
         if guest == OUT_DIR_GUEST || guest.starts_with(&format!("{OUT_DIR_GUEST}/")) {
             return Err(Error::BadRequest(format!(
@@ -670,6 +833,21 @@ impl Runtime {
             )));
         }
         grant.check_mount(&entry.name, &guest, mount.access)?;
+        if let Identity::Peer(_) = caller.identity {
+            // Resolved and opened as the peer, beneath its mount root, when the call runs.
+            if !mount.host.is_absolute() {
+                return Err(Error::BadRequest(format!(
+                    "mount source {} must be an absolute path",
+                    mount.host.display()
+                )));
+            }
+            return Ok(Preopen {
+                host: mount.host.clone(),
+                guest,
+                access: mount.access,
+                confined: true,
+            });
+        }
         let host = mount.host.canonicalize().map_err(|e| {
             Error::BadRequest(format!("mount source {}: {e}", mount.host.display()))
         })?;
@@ -679,7 +857,12 @@ impl Runtime {
                 host.display()
             )));
         }
-        Ok((host, guest, mount.access))
+        Ok(Preopen {
+            host,
+            guest,
+            access: mount.access,
+            confined: false,
+        })
     }
 
     fn limit_memory(&self, defaults: EntryLimits, asked: Option<u64>) -> Result<u64> {
@@ -695,9 +878,26 @@ impl Runtime {
         }
     }
 
-    fn limit_time(&self, defaults: EntryLimits, asked: Option<Duration>) -> Result<Duration> {
+    /// The time limit `request` runs under (from when its call arrives): its own, else its
+    /// entry's (or the native tools' default), at most this runtime's maximum.
+    pub fn time_limit(&self, request: &Request) -> Result<Duration> {
+        self.limit_of(self.resolve(&request.tool)?, request.limits.timeout)
+    }
+
+    fn limit_of(&self, target: Target<'_>, asked: Option<Duration>) -> Result<Duration> {
+        let default = match target {
+            Target::Entry(_, entry) | Target::Native(_, Some(entry)) => {
+                Duration::from_millis(entry.limits.timeout_ms)
+            }
+            Target::Native(_, None) => self
+                .native
+                .as_ref()
+                .map_or(NativeOptions::default().default_timeout, |n| {
+                    n.default_timeout()
+                }),
+        };
         let max = self.options.max_timeout;
-        match asked.unwrap_or(Duration::from_millis(defaults.timeout_ms)) {
+        match asked.unwrap_or(default) {
             t if t.is_zero() => Err(Error::BadRequest(
                 "time limit must be greater than zero".to_owned(),
             )),
@@ -741,11 +941,19 @@ fn rename(outcome: Result<Output>, name: &str) -> Result<Output> {
 struct Plan {
     argv: Vec<String>,
     env: Vec<(String, String)>,
-    preopens: Vec<(PathBuf, String, Access)>,
+    preopens: Vec<Preopen>,
     out_dir: Option<PathBuf>,
     memory_bytes: u64,
-    timeout: Duration,
     output_bytes: usize,
+}
+
+/// A host directory the guest sees.
+struct Preopen {
+    host: PathBuf,
+    guest: String,
+    access: Access,
+    /// A peer's mount, opened beneath the mount roots as the peer when the call runs.
+    confined: bool,
 }
 
 /// An absolute guest path without `.`, `..` or empty components; a trailing `/` is dropped.

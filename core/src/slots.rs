@@ -1,7 +1,10 @@
 //! A counting semaphore bounding the invocations that run at once (seed 000's
-//! MaxConcurrency). Time spent waiting here is reported as queue time.
+//! MaxConcurrency). Time spent waiting here is reported as queue time, and counts against
+//! the call's time limit.
 
 use std::sync::{Condvar, Mutex};
+
+use crate::epoch::{Stop, Stopped};
 
 /// Bounded permits to run an instance.
 pub struct Slots {
@@ -21,14 +24,24 @@ impl Slots {
         }
     }
 
-    /// Waits for a permit.
-    pub fn acquire(&self) -> Permit<'_> {
+    /// Waits for a permit, unless the call must stop first (or already has).
+    pub fn acquire(&self, stop: &Stop) -> Result<Permit<'_>, Stopped> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(reason) = stop.check() {
+                return Err(reason);
+            }
+            if *free > 0 {
+                break;
+            }
+            free = self
+                .released
+                .wait_timeout(free, stop.next_look())
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         *free -= 1;
-        Permit(self)
+        Ok(Permit(self))
     }
 }
 

@@ -318,3 +318,87 @@ fn a_manifest_entry_can_be_served_by_its_native_fallback() {
     let err = without.run(&Request::new("native-wc")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
 }
+
+fn peer(uid: u32) -> megavisor_core::Caller {
+    megavisor_core::Caller::new(megavisor_core::Identity::Peer(
+        megavisor_core::Credentials {
+            uid,
+            gid: uid,
+            groups: vec![],
+        },
+    ))
+}
+
+#[test]
+fn a_peers_native_tool_runs_as_the_peer_and_names_only_what_it_can_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: acting as another user needs a root test process");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of `id` in a directory only root may enter: listed, but not the peer's to run.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let hidden = dir.path().join("id");
+    std::fs::copy("/usr/bin/id", &hidden).unwrap();
+    let rt = runtime(AllowlistConfig {
+        paths: vec!["/usr/bin/id".into(), hidden.clone()],
+        ..AllowlistConfig::default()
+    });
+    let out = rt
+        .run_for(&native("/usr/bin/id").args(["-u"]), &peer(65534))
+        .unwrap();
+    assert_eq!(
+        common::stdout(&out).trim(),
+        "65534",
+        "not the supervisor's uid"
+    );
+    let out = rt.run(&native("/usr/bin/id").args(["-u"])).unwrap();
+    assert_eq!(
+        common::stdout(&out).trim(),
+        "0",
+        "this process's own calls are its own"
+    );
+    let err = rt.run_for(&native(&hidden), &peer(65534)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+}
+
+#[test]
+fn a_native_tool_stops_when_its_caller_gives_up_or_its_deadline_passes() {
+    let rt = runtime(paths(&["/bin/sleep"]));
+    let caller = megavisor_core::Caller::process();
+    let cancel = caller.cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let err = rt
+        .run_for(&native("/bin/sleep").args(["30"]), &caller)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut hurried = megavisor_core::Caller::process();
+    hurried.deadline = Some(std::time::Instant::now() + Duration::from_millis(80));
+    let started = std::time::Instant::now();
+    let err = rt
+        .run_for(&native("/bin/sleep").args(["30"]), &hurried)
+        .unwrap_err();
+    assert!(
+        matches!(err, megavisor_core::Error::DeadlineExceeded { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}

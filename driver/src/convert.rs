@@ -184,6 +184,7 @@ fn kind(kind: ErrorKind) -> proto::ErrorKind {
         ErrorKind::Trap => proto::ErrorKind::Trap,
         ErrorKind::BadRequest => proto::ErrorKind::BadRequest,
         ErrorKind::Internal => proto::ErrorKind::Internal,
+        ErrorKind::Cancelled => proto::ErrorKind::Cancelled,
     }
 }
 

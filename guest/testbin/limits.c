@@ -1,6 +1,7 @@
 /* Tools that push against the supervisor's limits and isolation. */
 #include "tools.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,26 @@ int tool_spin(int argc, char **argv)
     while (until < 0 || now_ms() < until)
         spins++;
     puts("spun");
+    return 0;
+}
+
+/*
+ * sleep MS: sleeps MS milliseconds (nanosleep: in the host, in WASI's poll_oneoff), then
+ * prints "slept" and exits 0.  The time limit and cancellation must reach it there too.
+ */
+int tool_sleep(int argc, char **argv)
+{
+    long long ms;
+    struct timespec ts;
+
+    if (argc != 2)
+        return usage("sleep", "MS");
+    ms = atoll(argv[1]);
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    puts("slept");
     return 0;
 }
 

@@ -24,6 +24,7 @@ static const struct {
     {"flood", tool_flood},
     {"probe", tool_probe},
     {"read", tool_read},
+    {"sleep", tool_sleep},
     {"spin", tool_spin},
     {"stderr", tool_stderr},
     {"trap", tool_trap},

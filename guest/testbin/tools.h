@@ -15,7 +15,7 @@ typedef int tool_fn(int argc, char **argv);
 /* basic.c */
 tool_fn tool_true, tool_exit, tool_args, tool_env, tool_stderr, tool_cat;
 /* limits.c */
-tool_fn tool_spin, tool_alloc, tool_trap, tool_counter;
+tool_fn tool_spin, tool_sleep, tool_alloc, tool_trap, tool_counter;
 /* files.c */
 tool_fn tool_read, tool_write, tool_probe, tool_artifacts;
 /* flood.c */

@@ -272,7 +272,7 @@ impl ListFile {
 }
 
 /// The absolute paths an allowlist file lists.
-fn parse(text: &str) -> impl Iterator<Item = PathBuf> + '_ {
+pub fn parse(text: &str) -> impl Iterator<Item = PathBuf> + '_ {
     text.lines().filter_map(|line| {
         let line = line.split_once(" #").map_or(line, |(path, _)| path).trim();
         if line.is_empty() || line.starts_with('#') {

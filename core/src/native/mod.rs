@@ -23,6 +23,8 @@ pub use sandbox::{Namespaces, Rlimits, SandboxOptions};
 use cgroup::Hierarchies;
 
 use crate::artifacts;
+use crate::caller::Credentials;
+use crate::epoch::{Stop, Stopped};
 use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::result::{Output, ResourceUsage, Timings};
@@ -55,15 +57,31 @@ impl Default for NativeOptions {
     }
 }
 
-/// The limits of one native call, settled by the runtime.
-pub(crate) struct NativeLimits {
-    pub timeout: Duration,
+/// The limits of one native call, settled by the runtime (its time is its `Stop`).
+pub(crate) struct NativeLimits<'a> {
     /// The cgroup memory limit, replacing the sandbox's default.
     pub memory_bytes: Option<u64>,
     pub output_bytes: usize,
     /// `<out-dir>/<execution_id>/`, when the runtime has an output directory and the
     /// request an execution id.
     pub out_dir: Option<PathBuf>,
+    /// A peer of another uid the call is for: outside the sandbox, the tool runs as it.
+    pub run_as: Option<&'a Credentials>,
+    /// The uid of the peer the call is for, if it is a peer's: its sandboxed tools share a
+    /// workspace of their own.
+    pub principal: Option<u32>,
+}
+
+/// The host directory a sandboxed call sees at `/workspace`: the operator's, or for a peer's
+/// call the peer's own `uid-<uid>/` in it (owned by the sandbox's user), so that one peer's
+/// tools never see another's files.
+fn workspace_of(sandbox: &SandboxOptions, principal: Option<u32>) -> Result<Option<PathBuf>> {
+    let (Some(root), Some(uid)) = (&sandbox.workspace, principal) else {
+        return Ok(sandbox.workspace.clone());
+    };
+    let dir = root.join(format!("uid-{uid}"));
+    crate::mounts::own_dir(&dir, (sandbox.uid, sandbox.gid))?;
+    Ok(Some(dir))
 }
 
 /// Runs native tools under an allowlist.
@@ -99,8 +117,25 @@ impl NativeDriver {
         self.options.default_timeout
     }
 
-    /// Checks the request against policy, before it waits for a concurrency permit.
-    pub(crate) fn admit(&self, binary: &Path, request: &Request) -> Result<AllowedBinary> {
+    /// Checks the request against policy, before it waits for a concurrency permit. `peer`
+    /// is the user of another uid the call is for, if any: without the sandbox its tool
+    /// runs as that user, which needs a supervisor that may take other identities.
+    pub(crate) fn admit(
+        &self,
+        binary: &Path,
+        request: &Request,
+        peer: Option<&Credentials>,
+    ) -> Result<AllowedBinary> {
+        if let Some(peer) = peer
+            && self.options.sandbox.is_none()
+            && !nix::unistd::geteuid().is_root()
+        {
+            return Err(Error::NotAllowed(format!(
+                "{}: a native tool for uid {} runs as that user, which this supervisor (not root) cannot do; serve with --sandbox, as root",
+                binary.display(),
+                peer.uid
+            )));
+        }
         if !request.mounts.is_empty() || request.capabilities.is_some() {
             return Err(Error::BadRequest(
                 "mounts and capabilities apply to wasm tools; a native tool sees the host's files"
@@ -161,15 +196,21 @@ impl NativeDriver {
             })
     }
 
-    /// Runs an admitted binary. `queued` is how long the call waited for its permit.
+    /// Runs an admitted binary until it ends or `stop` says so. `received` is when the call
+    /// arrived (its queue time runs until now).
     pub(crate) fn run(
         &self,
         binary: &AllowedBinary,
         request: &Request,
-        limits: &NativeLimits,
-        queued: Duration,
-        called: Instant,
+        limits: &NativeLimits<'_>,
+        stop: &Stop,
+        received: Instant,
     ) -> Result<Output> {
+        let queued = received.elapsed();
+        let tool = binary.requested.display().to_string();
+        if let Some(reason) = stop.check() {
+            return Err(stop.ended_before_start(reason, &tool, request.execution_id.clone()));
+        }
         let mut env = request.env.clone();
         if let Some(id) = &request.execution_id {
             env.push(("MEGAVISOR_EXECUTION_ID".to_owned(), id.clone()));
@@ -179,8 +220,7 @@ impl NativeDriver {
             // outside, it is itself.
             let seen = match &self.options.sandbox {
                 Some(sandbox) => {
-                    std::os::unix::fs::chown(dir, Some(sandbox.uid), Some(sandbox.gid))
-                        .map_err(|e| Error::io(dir, "hand over the output directory", e))?;
+                    crate::mounts::own_dir(dir, (sandbox.uid, sandbox.gid))?;
                     megavisor_jail::OUT_DIR.to_owned()
                 }
                 None => dir.display().to_string(),
@@ -200,12 +240,14 @@ impl NativeDriver {
             }
             _ => None,
         };
-        let jail = self.options.sandbox.as_ref().map(|sandbox| {
-            (
+        let jail = match &self.options.sandbox {
+            Some(sandbox) => Some(process::Jail {
                 sandbox,
-                group.as_ref().map(|g| g.dirs()).unwrap_or_default(),
-            )
-        });
+                cgroups: group.as_ref().map(|g| g.dirs()).unwrap_or_default(),
+                workspace: workspace_of(sandbox, limits.principal)?,
+            }),
+            None => None,
+        };
         let finished = process::run(
             &self.spawner,
             &process::Invocation {
@@ -213,8 +255,9 @@ impl NativeDriver {
                 args: &request.args,
                 env: &env,
                 stdin: &request.stdin,
-                timeout: limits.timeout,
+                stop,
                 output_bytes: limits.output_bytes,
+                run_as: limits.run_as,
                 cwd: &self.options.cwd,
                 jail,
                 out_dir: limits.out_dir.as_deref(),
@@ -239,7 +282,7 @@ impl NativeDriver {
         if counted.oom_killed {
             limits_hit.push("memory_limit");
         }
-        if finished.timed_out {
+        if finished.stopped == Some(Stopped::Limit) {
             limits_hit.push("timeout");
         }
         if counted.pids_limited {
@@ -256,7 +299,6 @@ impl NativeDriver {
         if let (Some(dir), Some(id)) = (&limits.out_dir, &request.execution_id) {
             artifacts.extend(artifacts::from_file(&dir.join(format!("{id}.json"))));
         }
-        let tool = binary.requested.display().to_string();
         let output = Output {
             tool: tool.clone(),
             exit_code: finished.exit_code,
@@ -271,13 +313,13 @@ impl NativeDriver {
                 queue_us: queued.as_micros() as u64,
                 instantiate_us: 0,
                 run_us: ran.as_micros() as u64,
-                total_us: called.elapsed().as_micros() as u64,
+                total_us: received.elapsed().as_micros() as u64,
             },
             execution_id: request.execution_id.clone(),
             cached: false,
             usage: Some(usage.clone()),
         };
-        if counted.oom_killed && !finished.timed_out {
+        if counted.oom_killed && finished.stopped.is_none() {
             return Err(Error::MemoryLimit {
                 tool,
                 requested: usage.peak_memory_bytes,
@@ -285,13 +327,9 @@ impl NativeDriver {
                 partial: Box::new(output),
             });
         }
-        if finished.timed_out {
-            return Err(Error::Timeout {
-                tool,
-                limit: format!("time limit of {} ms", limits.timeout.as_millis()),
-                partial: Box::new(output),
-            });
+        match finished.stopped {
+            Some(reason) => Err(stop.error(reason, output, true)),
+            None => Ok(output),
         }
-        Ok(output)
     }
 }

@@ -18,7 +18,9 @@ use nix::unistd::Pid;
 
 use super::allowlist::AllowedBinary;
 use super::sandbox::SandboxOptions;
+use crate::caller::Credentials;
 use crate::capture::{CaptureStream, Captured};
+use crate::epoch::{Stop, Stopped};
 use crate::error::{Error, Result};
 
 /// What to run and how.
@@ -27,15 +29,27 @@ pub(crate) struct Invocation<'a> {
     pub args: &'a [String],
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
-    pub timeout: Duration,
+    /// When the process must end.
+    pub stop: &'a Stop,
     /// Bytes of stdout and of stderr kept in full.
     pub output_bytes: usize,
     /// The working directory (outside a sandbox; inside, it is the workspace).
     pub cwd: &'a Path,
     /// The sandbox and the cgroup directories its jailer joins; `None` runs directly.
-    pub jail: Option<(&'a SandboxOptions, Vec<std::path::PathBuf>)>,
+    pub jail: Option<Jail<'a>>,
     /// The call's output directory, shown inside the sandbox at `/out`.
     pub out_dir: Option<&'a Path>,
+    /// Outside the sandbox: the user the process runs as, when not this process's own.
+    pub run_as: Option<&'a Credentials>,
+}
+
+/// How a sandboxed call is jailed.
+pub(crate) struct Jail<'a> {
+    pub sandbox: &'a SandboxOptions,
+    /// The cgroup directories the jailer joins.
+    pub cgroups: Vec<std::path::PathBuf>,
+    /// The host directory shown at `/workspace` (the principal's own), if any.
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// How a process ended.
@@ -44,8 +58,8 @@ pub(crate) struct Finished {
     pub exit_code: i32,
     pub stdout: Captured,
     pub stderr: Captured,
-    /// True when the time limit ended it.
-    pub timed_out: bool,
+    /// Why it was stopped before it ended by itself, if it was.
+    pub stopped: Option<Stopped>,
     /// CPU time of the process and the descendants it waited for, and the largest
     /// resident set of any of them (getrusage's view, for when no cgroup counts).
     pub user_us: u64,
@@ -115,7 +129,11 @@ pub(crate) fn run(
                 .current_dir(invocation.cwd);
             (command, None, binary.resolved.clone())
         }
-        Some((sandbox, cgroups)) => {
+        Some(Jail {
+            sandbox,
+            cgroups,
+            workspace,
+        }) => {
             let jailer = &sandbox.jailer;
             let (error_read, error_write) =
                 nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
@@ -129,6 +147,7 @@ pub(crate) fn run(
                 argv,
                 invocation.env.to_vec(),
                 cgroups.clone(),
+                workspace.clone(),
                 invocation.out_dir.map(Path::to_owned),
             );
             // The spec (with the tool's environment) travels in a descriptor, not on the
@@ -148,8 +167,8 @@ pub(crate) fn run(
         }
     };
     if invocation.jail.is_some() {
-        // SAFETY: only async-signal-safe calls (setsid, prctl, fcntl) run between fork and
-        // exec.
+        // SAFETY: only async-signal-safe calls (setsid, prctl, close_range, fcntl) run
+        // between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 // A session of its own: its own process group, which the time limit kills,
@@ -161,10 +180,35 @@ pub(crate) fn run(
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Nothing but what the jailer needs crosses the exec: not even what a fork
+                // handler reopened in this child without close-on-exec (Wasmtime's
+                // pagemap descriptor).
+                close_all_on_exec()?;
                 for &fd in &inherited {
                     inherit(fd)?;
                 }
                 Ok(())
+            });
+        }
+    } else if let Some(user) = invocation.run_as {
+        // Another user's tool runs as that user, with its groups, and its own process
+        // group; that takes code between fork and exec (so a fork, not posix_spawn).
+        let groups = user.groups.clone();
+        let (uid, gid) = (user.uid, user.gid);
+        // SAFETY: only async-signal-safe calls (setgroups, setresgid, setresuid,
+        // setpgid, close_range) run between fork and exec, on memory allocated before it.
+        unsafe {
+            command.pre_exec(move || {
+                let set = [
+                    libc::setgroups(groups.len(), groups.as_ptr()),
+                    libc::setresgid(gid, gid, gid),
+                    libc::setresuid(uid, uid, uid),
+                    libc::setpgid(0, 0),
+                ];
+                if set.contains(&-1) {
+                    return Err(std::io::Error::last_os_error());
+                }
+                close_all_on_exec()
             });
         }
     } else {
@@ -206,7 +250,7 @@ pub(crate) fn run(
     // Not joined: a descendant that keeps stdin open without reading would hold it; it
     // ends once the call's processes are killed.
     feed(child.stdin.take(), invocation.stdin.to_vec());
-    let ended = wait(child.id(), invocation.timeout, &program, kill_rest);
+    let ended = wait(child.id(), invocation.stop, &program, kill_rest);
     let (stdout, stderr) = output.finish();
     let ended = ended?;
     if let Some(read) = error_read {
@@ -224,7 +268,7 @@ pub(crate) fn run(
         exit_code: ended.exit_code,
         stdout,
         stderr,
-        timed_out: ended.timed_out,
+        stopped: ended.stopped,
         user_us: ended.user_us,
         system_us: ended.system_us,
         max_rss_bytes: ended.max_rss_bytes,
@@ -239,6 +283,15 @@ fn spec_file(spec: &megavisor_jail::JailSpec) -> std::io::Result<std::fs::File> 
     Ok(file)
 }
 
+/// Marks every descriptor above stderr close-on-exec (in a child between fork and exec).
+fn close_all_on_exec() -> std::io::Result<()> {
+    // SAFETY: close_range only changes descriptor flags.
+    if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Clears close-on-exec on `fd`, so the jailer inherits it.
 fn inherit(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: the descriptor is open for the whole spawn (the caller holds it).
@@ -251,27 +304,32 @@ fn inherit(fd: RawFd) -> std::io::Result<()> {
 /// How the process ended, from `wait4`.
 struct Ended {
     exit_code: i32,
-    timed_out: bool,
+    stopped: Option<Stopped>,
     user_us: u64,
     system_us: u64,
     max_rss_bytes: u64,
 }
 
-/// Waits for the leader up to `timeout` (past it, kills its process group); then, while
-/// the ended leader still holds its process group id (so it cannot name anyone else's),
-/// kills the group and runs `kill_rest`; then reaps it.
-fn wait(pid: u32, timeout: Duration, program: &Path, kill_rest: &dyn Fn()) -> Result<Ended> {
+/// Waits for the leader until `stop` says it must end (then kills its process group);
+/// then, while the ended leader still holds its process group id (so it cannot name anyone
+/// else's), kills the group and runs `kill_rest`; then reaps it.
+fn wait(pid: u32, stop: &Stop, program: &Path, kill_rest: &dyn Fn()) -> Result<Ended> {
     let group = Pid::from_raw(pid as i32);
     let (exited, exit_seen) = mpsc::channel::<()>();
+    let stop = stop.clone();
     // A watchdog rather than polling: this thread sleeps in waitid.
     let watchdog = thread::Builder::new()
         .name("mv-native-watch".into())
         .spawn(move || {
-            let expired = exit_seen.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout);
-            if expired {
-                let _ = killpg(group, Signal::SIGKILL);
+            loop {
+                if let Some(reason) = stop.check() {
+                    let _ = killpg(group, Signal::SIGKILL);
+                    return Some(reason);
+                }
+                if exit_seen.recv_timeout(stop.next_look()) != Err(RecvTimeoutError::Timeout) {
+                    return None;
+                }
             }
-            expired
         });
     let watchdog = match watchdog {
         Ok(watchdog) => Some(watchdog),
@@ -302,7 +360,10 @@ fn wait(pid: u32, timeout: Duration, program: &Path, kill_rest: &dyn Fn()) -> Re
     // Whatever outlived the leader in its group, and beyond it (the sandbox's cgroup).
     let _ = killpg(group, Signal::SIGKILL);
     kill_rest();
-    let timed_out = watchdog.is_none_or(|w| w.join().unwrap_or(false));
+    let stopped = match watchdog {
+        Some(watchdog) => watchdog.join().unwrap_or(None),
+        None => Some(Stopped::Limit),
+    };
     if let Err(err) = waited {
         return Err(Error::io(program, "wait for", err));
     }
@@ -328,7 +389,7 @@ fn wait(pid: u32, timeout: Duration, program: &Path, kill_rest: &dyn Fn()) -> Re
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Ok(Ended {
         exit_code,
-        timed_out,
+        stopped,
         user_us: micros(usage.ru_utime),
         system_us: micros(usage.ru_stime),
         max_rss_bytes: usage.ru_maxrss as u64 * 1024,

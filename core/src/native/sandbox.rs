@@ -71,7 +71,8 @@ impl Default for SandboxOptions {
 }
 
 impl SandboxOptions {
-    /// The jailer's spec for one call.
+    /// The jailer's spec for one call; `workspace` is the call's (see `workspace_of`).
+    #[allow(clippy::too_many_arguments)] // one per field of the call's part of the spec
     pub(crate) fn spec(
         &self,
         binary_fd: i32,
@@ -79,6 +80,7 @@ impl SandboxOptions {
         argv: Vec<String>,
         env: Vec<(String, String)>,
         cgroups: Vec<PathBuf>,
+        workspace: Option<PathBuf>,
         out_dir: Option<PathBuf>,
     ) -> JailSpec {
         JailSpec {
@@ -89,7 +91,7 @@ impl SandboxOptions {
             namespaces: self.namespaces,
             root: self.root.clone(),
             read_only: self.read_only.clone(),
-            workspace: self.workspace.clone(),
+            workspace,
             tmp_bytes: self.tmp_bytes,
             uid: self.uid,
             gid: self.gid,
