@@ -427,3 +427,38 @@ fn a_process_that_leaves_its_session_is_killed_with_the_call() {
         .count();
     assert_eq!(survivors, 0, "the escapee survived the call");
 }
+
+#[test]
+fn no_descriptor_of_the_host_reaches_a_sandboxed_tool() {
+    if !privileged("no_descriptor_of_the_host_reaches_a_sandboxed_tool") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    // A secret this process holds open without close-on-exec, as a supervisor might have
+    // inherited it from whatever started it.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "inherited secret").unwrap();
+    let file = std::fs::File::open(&secret).unwrap();
+    // SAFETY: duplicating a descriptor this test owns; the copy is closed below.
+    let leaked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, 100) };
+    assert!(leaked >= 100);
+    let rt = runtime(sandbox());
+    let output = rt
+        .run(&sh(&format!(
+            "ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; cat /proc/self/fd/{leaked} 2>/dev/null; \
+             ls -l /proc/self/fd | grep -c pagemap"
+        )))
+        .unwrap();
+    // SAFETY: closing the duplicate made above.
+    unsafe { libc::close(leaked) };
+    let seen = out(&output);
+    // 0-2, and the descriptor ls opens to read the directory: nothing of the host.
+    assert_eq!(seen.lines().next().unwrap().trim(), "0 1 2 3", "{seen}");
+    assert!(!seen.contains("inherited secret"), "{seen}");
+    assert_eq!(
+        seen.lines().last().unwrap().trim(),
+        "0",
+        "no pagemap: {seen}"
+    );
+}

@@ -57,6 +57,7 @@ fn usage(message: &str) -> ExitCode {
 
 /// Builds the sandbox and executes the tool; returns only on failure.
 fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
+    close_all_but(&[spec.binary_fd, spec.error_fd])?;
     // Inherited from the caller, but not to be inherited by the tool: the exec closes them.
     for fd in [spec.binary_fd, spec.error_fd] {
         // SAFETY: the caller passed these descriptors open.
@@ -112,6 +113,33 @@ fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
         "exec {}: {errno}",
         spec.argv.first().map_or("", String::as_str)
     ))
+}
+
+/// Closes every descriptor above stderr but `keep`, so that nothing the supervisor (or
+/// whatever started it) left open reaches the tool: not a file it inherited, not one a fork
+/// handler reopened without close-on-exec.
+fn close_all_but(keep: &[i32]) -> Result<(), String> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3;
+    let close = |first: u32, last: u32| {
+        // SAFETY: closing descriptors this process owns; none is in use by Rust objects
+        // (the spec file was read and dropped; stdio is below 3).
+        if unsafe { libc::close_range(first, last, 0) } < 0 {
+            return Err(format!("close_range: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    for fd in keep {
+        if fd > from {
+            close(from, fd - 1)?;
+        }
+        from = from.max(fd + 1);
+    }
+    close(from, u32::MAX)
 }
 
 fn namespace_flags(ns: Namespaces) -> CloneFlags {
