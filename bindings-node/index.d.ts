@@ -58,6 +58,11 @@ export interface RunOptions {
   executionId?: string;
   /** Arguments as an object, rendered to argv and stdin through the tool's schema. */
   params?: Record<string, unknown>;
+  /**
+   * Gives up on the call when it aborts (`run` only): the promise rejects with the signal's
+   * reason at once, and the tool is stopped within a few milliseconds.
+   */
+  signal?: AbortSignal;
 }
 
 /** A tool of the bundle: what an agent framework needs to offer it to a model. */
@@ -75,7 +80,7 @@ export interface Tool {
 export type ErrorKind =
   | 'hash_mismatch' | 'bad_signature' | 'tool_not_found' | 'not_allowed' | 'timeout'
   | 'memory_limit' | 'trap' | 'bad_request' | 'internal' | 'busy' | 'shutting_down'
-  | 'connection_lost' | 'protocol';
+  | 'cancelled' | 'connection_lost' | 'protocol';
 
 export type ErrorCode = Uppercase<ErrorKind>;
 

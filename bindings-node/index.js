@@ -33,7 +33,7 @@ const DEFAULT_TRUSTED_KEY = path.join(__dirname, 'bundle.pub');
 const KINDS = [
   'hash_mismatch', 'bad_signature', 'tool_not_found', 'not_allowed', 'timeout',
   'memory_limit', 'trap', 'bad_request', 'internal', 'busy', 'shutting_down',
-  'connection_lost', 'protocol',
+  'cancelled', 'connection_lost', 'protocol',
 ];
 
 /** A call that did not run to an exit, or a driver that could not be opened. */
@@ -63,7 +63,10 @@ function settle(outcome) {
 function nativeOptions(options) {
   if (options === undefined || options === null) return undefined;
   if (typeof options !== 'object') throw new TypeError('options must be an object');
-  const { stdin, env, timeout, memory, executionId, params } = options;
+  const { stdin, env, timeout, memory, executionId, params, signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError('options.signal must be an AbortSignal');
+  }
   return {
     stdin: typeof stdin === 'string' ? Buffer.from(stdin) : stdin,
     env,
@@ -94,9 +97,33 @@ class Driver {
     return this.#native.mode;
   }
 
-  /** Runs a tool without waiting for it on the event loop; rejects with a `MegavisorError`. */
+  /**
+   * Runs a tool without waiting for it on the event loop; rejects with a `MegavisorError`.
+   * An `options.signal` that aborts gives up on the call: the promise rejects with the
+   * signal's reason at once, and the tool is stopped within a few milliseconds.
+   */
   async run(tool, args, options) {
-    return settle(await this.#native.run(tool, argv(args), nativeOptions(options)));
+    const signal = options?.signal;
+    const call = nativeOptions(options);
+    if (signal === undefined) {
+      return settle(await this.#native.run(tool, argv(args), call));
+    }
+    signal.throwIfAborted();
+    const cancellation = new native.Cancellation();
+    let onAbort;
+    const aborted = new Promise((_, reject) => {
+      onAbort = () => {
+        cancellation.cancel();
+        reject(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const outcome = this.#native.run(tool, argv(args), call, cancellation);
+      return settle(await Promise.race([outcome, aborted]));
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /** Runs a tool and waits for it on this thread; throws a `MegavisorError`. */

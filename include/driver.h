@@ -41,6 +41,8 @@ typedef enum {
   DRIVER_STATUS_PROTOCOL = 13,
   // A NULL pointer or a string that is not UTF-8 where one was required.
   DRIVER_STATUS_INVALID_ARGUMENT = 14,
+  // The call was given up (its connection closed) and stopped.
+  DRIVER_STATUS_CANCELLED = 15,
 } driver_status;
 
 // A megavisor, embedded or connected. Free with `driver_close`.

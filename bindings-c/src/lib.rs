@@ -48,6 +48,8 @@ pub enum DriverStatus {
     Protocol = 13,
     /// A NULL pointer or a string that is not UTF-8 where one was required.
     InvalidArgument = 14,
+    /// The call was given up (its connection closed) and stopped.
+    Cancelled = 15,
 }
 
 /// A megavisor, embedded or connected. Free with `driver_close`.
@@ -332,6 +334,7 @@ fn failed(err: Error) -> Failure {
         ErrorKind::ShuttingDown => DriverStatus::ShuttingDown,
         ErrorKind::ConnectionLost => DriverStatus::ConnectionLost,
         ErrorKind::Protocol => DriverStatus::Protocol,
+        ErrorKind::Cancelled => DriverStatus::Cancelled,
         _ => DriverStatus::Internal,
     };
     (status, err.to_string())

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use megavisor_driver::{
-    AllowlistConfig, Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, NativeOptions,
+    AllowlistConfig, Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind,
+    NativeOptions,
 };
 use napi::bindgen_prelude::{Buffer, Either, Object};
 use napi::{Env, Result};
@@ -132,6 +133,7 @@ impl Driver {
 
     /// Starts a tool and returns a promise of its outcome; the event loop does not wait for
     /// the tool (connected, sending waits while the connection has its maximum in flight).
+    /// `cancellation`, when given, can give up on the call later.
     #[napi(ts_return_type = "Promise<Outcome>")]
     pub fn run<'env>(
         &self,
@@ -139,11 +141,17 @@ impl Driver {
         tool: String,
         args: Vec<String>,
         options: Option<RunOptions>,
+        cancellation: Option<&Cancellation>,
     ) -> Result<Object<'env>> {
         let (deferred, promise) = env.create_deferred()?;
         let settle = move |result| deferred.resolve(move |_| Ok(Outcome::from(result)));
         match call(tool, args, options) {
-            Ok(call) => self.inner.run_async(call, settle),
+            Ok(call) => {
+                let cancel = self.inner.run_async(call, settle);
+                if let Some(cancellation) = cancellation {
+                    cancellation.arm(cancel);
+                }
+            }
             Err(err) => settle(Err(err)),
         }
         Ok(promise)
@@ -157,6 +165,45 @@ impl Driver {
                 .tools()
                 .map(|list| list.tools.into_iter().map(ToolInfo::from).collect()),
         )
+    }
+}
+
+/// What gives up on a call started by `run`: `index.js` makes one for a call with an
+/// `AbortSignal` and cancels it when the signal aborts.
+#[napi]
+#[derive(Default)]
+pub struct Cancellation {
+    state: std::sync::Mutex<(bool, Option<Cancel>)>,
+}
+
+#[napi]
+impl Cancellation {
+    /// Not cancelled yet.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Cancellation::default()
+    }
+
+    /// Gives up on the call (now, or as soon as it has started).
+    #[napi]
+    pub fn cancel(&self) {
+        let mut state = self.state.lock().expect("cancellation lock");
+        state.0 = true;
+        if let Some(cancel) = state.1.take() {
+            drop(state);
+            cancel.cancel();
+        }
+    }
+
+    /// Ties the started call to this cancellation.
+    fn arm(&self, cancel: Cancel) {
+        let mut state = self.state.lock().expect("cancellation lock");
+        if state.0 {
+            drop(state);
+            cancel.cancel();
+        } else {
+            state.1 = Some(cancel);
+        }
     }
 }
 

@@ -10,6 +10,8 @@ async function typed(): Promise<void> {
   const out: Buffer = result.stdout;
   const total: number = result.timings.totalUs;
   const sync: RunResult = connect('/s').runSync('wc', ['-l'], { params: { lines: true } });
+  await driver.run('spin', [], { signal: AbortSignal.timeout(100) });
+  void ((e: MegavisorError) => e.code === 'CANCELLED');
   const list: Tool[] = driver.tools();
   const mode: 'embedded' | 'connected' = driver.mode;
   void [code, out, total, sync, list, mode, tools(driver)];
@@ -24,6 +26,8 @@ async function typed(): Promise<void> {
   }
   // @ts-expect-error: args are strings
   void driver.run('echo', [1]);
+  // @ts-expect-error: a signal is an AbortSignal
+  void driver.run('spin', [], { signal: 100 });
   // @ts-expect-error: no such error code
   void ((e: MegavisorError) => e.code === 'NO_SUCH_CODE');
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use megavisor_driver::{
-    AllowlistConfig, Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, NativeOptions,
+    AllowlistConfig, Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind,
+    NativeOptions,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -127,6 +128,7 @@ impl Driver {
     }
 
     /// Starts a tool in the background; its result reaches `completions` under `token`.
+    /// The returned `Pending` gives up on it.
     #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn submit(
@@ -142,7 +144,7 @@ impl Driver {
         memory: Option<i64>,
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Pending> {
         let call = call(
             py,
             tool,
@@ -156,11 +158,11 @@ impl Driver {
         )?;
         let shared = completions.shared.clone();
         // Sending may wait for an in-flight permit on a saturated connection.
-        py.detach(|| {
+        let cancel = py.detach(|| {
             self.inner
                 .run_async(call, move |result| shared.finish(token, result))
         });
-        Ok(())
+        Ok(Pending { cancel })
     }
 
     /// The tools this driver can run.
@@ -169,6 +171,22 @@ impl Driver {
             Ok(list) => Ok(list.tools.into_iter().map(ToolInfo::from).collect()),
             Err(err) => Err(exception(py, &err)),
         }
+    }
+}
+
+/// A call running in the background (see `Driver.submit`).
+#[pyclass(module = "megavisor._native", frozen)]
+pub(crate) struct Pending {
+    cancel: Cancel,
+}
+
+#[pymethods]
+impl Pending {
+    /// Gives up on the call: it stops within a few milliseconds (its result, if it still
+    /// comes, is a `Cancelled` error). Does nothing once it has ended.
+    fn cancel(&self, py: Python<'_>) {
+        // Connected, this sends a message, which may wait a moment for room in the ring.
+        py.detach(|| self.cancel.cancel());
     }
 }
 

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<driver::Driver>()?;
+    module.add_class::<driver::Pending>()?;
     module.add_class::<output::RunResult>()?;
     module.add_class::<output::Timings>()?;
     module.add_class::<output::Usage>()?;

@@ -183,3 +183,47 @@ def test_an_embedded_driver_runs_the_native_tools_it_allows(tmp_path: Path) -> N
     assert by_file.run("/usr/bin/id", ["-u"]).ok
     with pytest.raises(megavisor.NotAllowed, match="not enabled"):
         megavisor.embedded().run("/usr/bin/wc")
+
+
+@pytest.fixture(params=["embedded", "connected"])
+def one_slot_driver(
+    request: pytest.FixtureRequest, start_supervisor: Callable
+) -> megavisor.Driver:
+    """A driver that runs one call at a time, so a call left running would be seen."""
+    if request.param == "embedded":
+        return megavisor.embedded(TEST_BUNDLE, trusted_key=KEY, max_concurrency=1)
+    sup = start_supervisor(TEST_BUNDLE, "--max-concurrency", "1")
+    return megavisor.connect(sup.socket)
+
+
+def test_a_cancelled_arun_stops_its_tool_and_frees_its_place(
+    one_slot_driver: megavisor.Driver,
+) -> None:
+    """`asyncio.wait_for` giving up (or `task.cancel()`) stops the tool within milliseconds:
+    the next call does not wait out the first one's 10 s time limit."""
+
+    async def main() -> None:
+        for tool, args in (("spin", []), ("sleep", ["60000"])):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(one_slot_driver.arun(tool, args), timeout=0.2)
+            started = time.monotonic()
+            r = await one_slot_driver.arun("true")
+            assert r.ok
+            assert time.monotonic() - started < 0.2, f"{tool} kept its place"
+
+    asyncio.run(main())
+
+
+def test_a_queued_calls_time_limit_covers_its_wait(one_slot_driver: megavisor.Driver) -> None:
+    async def main() -> None:
+        busy = asyncio.ensure_future(one_slot_driver.arun("spin", ["400"]))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(megavisor.Timeout):
+            await one_slot_driver.arun("true", timeout=0.1)
+        assert time.monotonic() - started < 0.25
+        r = await one_slot_driver.arun("true")
+        assert r.timings.queue_us > 100_000, r.timings
+        assert (await busy).ok
+
+    asyncio.run(main())

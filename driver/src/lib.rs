@@ -21,9 +21,12 @@ mod workers;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use megavisor_client::Canceller;
 pub use megavisor_client::{Call, Client, Error, ErrorKind, Output, Result, Tool, ToolList};
 pub use megavisor_core::native::{AllowlistConfig, NativeOptions};
-use megavisor_core::{EngineOptions, Runtime, RuntimeOptions, TrustPolicy};
+use megavisor_core::{
+    Caller, CancelToken, EngineOptions, Request, Runtime, RuntimeOptions, TrustPolicy,
+};
 
 use workers::Workers;
 
@@ -126,15 +129,20 @@ impl Driver {
     /// calls that did not run to an exit (see [`ErrorKind`]).
     pub fn run(&self, call: &Call) -> Result<Output> {
         match &self.mode {
-            Mode::Embedded { runtime, .. } => run_embedded(runtime, call),
+            Mode::Embedded { runtime, .. } => run_embedded(runtime, call, &Caller::process()),
             Mode::Connected(client) => client.call(call),
         }
     }
 
     /// Starts a tool and returns at once; `done` gets the result on another thread (a worker
     /// of this driver when embedded, the client's receiving thread when connected), so it
-    /// should hand the result on rather than do slow work itself.
-    pub fn run_async(&self, call: Call, done: impl FnOnce(Result<Output>) + Send + 'static) {
+    /// should hand the result on rather than do slow work itself. The returned [`Cancel`]
+    /// gives up on the call.
+    pub fn run_async(
+        &self,
+        call: Call,
+        done: impl FnOnce(Result<Output>) + Send + 'static,
+    ) -> Cancel {
         match &self.mode {
             Mode::Embedded {
                 runtime,
@@ -147,16 +155,27 @@ impl Driver {
                         Ok(started) => *workers = Some(started),
                         Err(err) => {
                             let message = format!("cannot start the driver's threads: {err}");
-                            return done(Err(Error::new(ErrorKind::Internal, message)));
+                            done(Err(Error::new(ErrorKind::Internal, message)));
+                            return Cancel(Handle::Nothing);
                         }
                     }
                 }
-                workers
-                    .as_ref()
-                    .expect("started above")
-                    .submit(call, Box::new(done));
+                let caller = Caller::process();
+                let cancel = caller.cancel.clone();
+                workers.as_ref().expect("started above").submit(
+                    runtime,
+                    call,
+                    caller,
+                    Box::new(done),
+                );
+                Cancel(Handle::Embedded(cancel))
             }
-            Mode::Connected(client) => completion::on_ready(client.call_async(&call), done),
+            Mode::Connected(client) => {
+                let future = client.call_async(&call);
+                let cancel = future.canceller();
+                completion::on_ready(future, done);
+                Cancel(cancel.map_or(Handle::Nothing, Handle::Connected))
+            }
         }
     }
 
@@ -169,12 +188,42 @@ impl Driver {
     }
 }
 
-/// Runs a call on the engine of this process.
-fn run_embedded(runtime: &Runtime, call: &Call) -> Result<Output> {
+/// Gives up on a call started with [`Driver::run_async`]: it stops within a few
+/// milliseconds, and its callback gets a `cancelled` error (or its output, if it ended
+/// first). Cheap to clone; cancelling twice, or after the end, does nothing.
+#[derive(Clone)]
+pub struct Cancel(Handle);
+
+#[derive(Clone)]
+enum Handle {
+    Embedded(CancelToken),
+    Connected(Canceller),
+    /// The call never started (its callback has its error already).
+    Nothing,
+}
+
+impl Cancel {
+    /// Gives up on the call.
+    pub fn cancel(&self) {
+        match &self.0 {
+            Handle::Embedded(token) => token.cancel(),
+            Handle::Connected(canceller) => canceller.cancel(),
+            Handle::Nothing => {}
+        }
+    }
+}
+
+/// Runs a call on the engine of this process, for `caller`.
+fn run_embedded(runtime: &Runtime, call: &Call, caller: &Caller) -> Result<Output> {
     let request = convert::request(runtime, call.message().clone())
         .map_err(|failure| Error::from_failure(*failure))?;
+    run_request(runtime, &request, caller)
+}
+
+/// Runs a request on the engine of this process, for `caller`.
+fn run_request(runtime: &Runtime, request: &Request, caller: &Caller) -> Result<Output> {
     runtime
-        .run(&request)
+        .run_for(request, caller)
         .map(convert::output)
         .map_err(core_error)
 }

@@ -28,6 +28,7 @@ from .errors import (
     BadRequest,
     BadSignature,
     Busy,
+    Cancelled,
     ConnectionLost,
     HashMismatch,
     Internal,
@@ -89,15 +90,16 @@ class Driver(_NativeDriver):
         """Runs a tool without waiting for it on the event loop (see ``run``).
 
         Connected, sending waits while the connection already has its maximum of calls in
-        flight (32 by default). Cancelling the awaiting task does not stop the tool: it runs
-        to its end or its time limit, and its result is dropped.
+        flight (32 by default). Cancelling the awaiting task (``task.cancel()``,
+        ``asyncio.wait_for`` running out) gives up on the call: the tool is stopped within a
+        few milliseconds and its place freed.
         """
         loop = asyncio.get_running_loop()
         completions = _completions_of(loop)
         future: asyncio.Future[Result] = loop.create_future()
         token = completions.add(future)
         try:
-            self.submit(
+            pending = self.submit(
                 completions.native,
                 token,
                 tool,
@@ -112,7 +114,12 @@ class Driver(_NativeDriver):
         except BaseException:
             completions.discard(token)
             raise
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            completions.discard(token)
+            pending.cancel()
+            raise
 
     def __repr__(self) -> str:
         return f"<megavisor.Driver {self.mode}>"

@@ -92,6 +92,12 @@ class Tool:
     @property
     def timeout_ms(self) -> int: ...
 
+class Pending:
+    """A call running in the background (what ``Driver.submit`` returns)."""
+
+    def cancel(self) -> None:
+        """Gives up on the call: it stops within a few milliseconds."""
+
 class Completions:
     """Results of background calls for one event loop (used by ``Driver.arun``)."""
 
@@ -149,5 +155,5 @@ class Driver:
         memory: Optional[int] = None,
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
-    ) -> None: ...
+    ) -> Pending: ...
     def tools(self) -> List[Tool]: ...

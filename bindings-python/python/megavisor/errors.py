@@ -25,6 +25,7 @@ __all__ = [
     "Internal",
     "Busy",
     "ShuttingDown",
+    "Cancelled",
     "ConnectionLost",
     "Protocol",
 ]
@@ -116,6 +117,12 @@ class ShuttingDown(MegavisorError):
     kind = "shutting_down"
 
 
+class Cancelled(MegavisorError):
+    """The call was given up on (its task cancelled, its connection closed) and stopped."""
+
+    kind = "cancelled"
+
+
 class ConnectionLost(MegavisorError, ConnectionError):
     """No supervisor at the socket, or it went away."""
 
@@ -142,6 +149,7 @@ BY_KIND: Dict[str, Type[MegavisorError]] = {
         Internal,
         Busy,
         ShuttingDown,
+        Cancelled,
         ConnectionLost,
         Protocol,
     )
