@@ -262,15 +262,32 @@ pub struct ServeArgs {
     /// Bytes of each ring slot; smaller messages travel inline.
     #[arg(long, default_value = "4K", value_parser = parse_size)]
     pub ring_slot_bytes: u64,
-    /// Largest call (arguments, stdin) one request slot carries.
+    /// Largest call (arguments, stdin) a client may send, on the ring or the socket.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub ring_request_spill: u64,
-    /// Largest reply (stdout, stderr) one reply slot carries.
+    /// Largest reply a client is sent, on the ring or the socket; bigger outputs arrive
+    /// with stdout and stderr cut to fit (tails and totals kept).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     pub ring_reply_spill: u64,
     /// How long SIGTERM waits for calls in flight before exiting anyway.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// A host directory under which clients' mounts may lie: DIR[:ro|:rw] (read-only by
+    /// default; repeatable). None by default: clients can mount nothing. A client's mounts
+    /// are resolved beneath their root and opened with the client's own uid and groups.
+    #[arg(long = "mount-root", value_name = "DIR[:MODE]")]
+    pub mount_roots: Vec<String>,
+    /// How long a new connection has for its whole hello.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+    /// How long a socket client may take to read one reply (or the rest of a frame it
+    /// started to send) before it is disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub reply_timeout: Duration,
+    /// Bytes the supervisor may hold for its clients (requests read or queued, replies not
+    /// yet taken, rings); calls and connections beyond it are refused as busy.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub max_held_bytes: u64,
 }
 
 fn default_concurrency() -> u32 {

@@ -1,164 +1,21 @@
 //! `megavisor serve` as clients meet it: a real supervisor process, real client processes,
 //! real bundles from the set-up.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Supervisor, bundle, raw_ring_connection, test_bundle, wait_until};
 use megavisor_client::{Call, Client, ConnectOptions, ErrorKind, Transport};
 use megavisor_wire::proto;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-
-fn build_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build");
-    assert!(
-        dir.join("bundle/manifest.json").exists() && dir.join("test-bundle/manifest.json").exists(),
-        "run `make setup` first"
-    );
-    dir
-}
-
-/// A `megavisor serve` process on a private socket; SIGKILLed if a test leaves it running.
-struct Supervisor {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    log: PathBuf,
-    ready_line: String,
-}
-
-impl Supervisor {
-    fn start(bundle: &Path, extra: &[&str]) -> Self {
-        Self::start_with_env(bundle, extra, &[])
-    }
-
-    fn start_with_env(bundle: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("megavisor.sock");
-        let log = dir.path().join("serve.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_megavisor"));
-        command
-            .args(["serve", "--log-level", "info", "--socket"])
-            .arg(&socket)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--trusted-key")
-            .arg(build_dir().join("keys/megavisor.pub"))
-            .args(extra)
-            .env_remove("MEGAVISOR_SOCKET")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("megavisor serve starts");
-        let mut ready_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready_line)
-            .unwrap();
-        assert!(
-            ready_line.starts_with("megavisor ready"),
-            "no readiness line: {ready_line:?}; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Supervisor {
-            child,
-            dir,
-            socket,
-            log,
-            ready_line,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.socket).expect("client connects")
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "supervisor still running after {within:?}; log:\n{}",
-            self.log()
-        );
-    }
-
-    /// Names and seccomp modes of the process's threads.
-    fn threads(&self) -> Vec<(String, String)> {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .unwrap()
-            .filter_map(|task| {
-                let task = task.ok()?.path();
-                let status = std::fs::read_to_string(task.join("status")).ok()?;
-                let seccomp = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Seccomp:"))?
-                    .trim()
-                    .to_owned();
-                let name = std::fs::read_to_string(task.join("comm"))
-                    .ok()?
-                    .trim()
-                    .to_owned();
-                Some((name, seccomp))
-            })
-            .collect()
-    }
-
-    /// How many client rings the process has mapped.
-    fn rings_mapped(&self) -> usize {
-        std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("megavisor-ring"))
-            .count()
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bundle() -> PathBuf {
-    build_dir().join("bundle")
-}
-
-fn test_bundle() -> PathBuf {
-    build_dir().join("test-bundle")
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn readiness_line_reports_startup_timings_and_socket_is_private() {
@@ -250,7 +107,7 @@ fn thousands_of_calls_from_several_processes_each_get_exactly_their_own_reply() 
 
 #[test]
 fn the_socket_transport_carries_the_same_calls() {
-    let supervisor = Supervisor::start(&bundle(), &[]);
+    let supervisor = Supervisor::start(&bundle(), &["--ring-request-spill", "4M"]);
     let options = ConnectOptions {
         transport: Transport::Socket,
         ..ConnectOptions::default()
@@ -358,7 +215,7 @@ fn json_params_are_rendered_through_the_entry_schema() {
 }
 
 #[test]
-fn oversized_messages_get_clear_errors_and_the_connection_survives() {
+fn oversized_messages_get_clear_errors_or_arrive_cut_and_the_connection_survives() {
     let supervisor = Supervisor::start(&bundle(), &["--ring-reply-spill", "64K"]);
     let client = supervisor.client();
     let err = client
@@ -366,11 +223,13 @@ fn oversized_messages_get_clear_errors_and_the_connection_survives() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert!(err.to_string().contains("exceeds"), "{err}");
-    let err = client
+    // A reply over the connection's limit arrives cut to fit, with its totals and tail.
+    let out = client
         .call(&Call::new("cat").stdin(vec![b'y'; 200 << 10]))
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::BadRequest);
-    assert!(err.to_string().contains("output_bytes"), "{err}");
+        .unwrap();
+    assert!(out.stdout.len() < 64 << 10 && out.stdout.len() > 40 << 10);
+    assert_eq!(out.stdout_total, 200 << 10);
+    assert_eq!(out.stdout_tail, vec![b'y'; 8 << 10]);
     let out = client
         .call(
             &Call::new("cat")
@@ -455,27 +314,6 @@ fn a_client_killed_mid_call_leaves_the_others_served_and_its_slot_and_ring_recla
         || supervisor.rings_mapped() == 1,
     );
     assert_eq!(survivor.call(&Call::new("true")).unwrap().exit_code, 0);
-}
-
-/// Connects without the client library and returns the socket and the ring's memfd.
-fn raw_ring_connection(socket: &Path) -> (UnixStream, OwnedFd, OwnedFd, proto::RingGeometry) {
-    let stream = UnixStream::connect(socket).unwrap();
-    let hello = proto::Hello {
-        protocol_version: megavisor_wire::PROTOCOL_VERSION,
-        transport: proto::Transport::Ring as i32,
-        client: "corrupter".into(),
-    };
-    megavisor_wire::frame::write(&stream, &hello, &[]).unwrap();
-    let (welcome, fds) =
-        megavisor_wire::frame::read_with_fds::<proto::Welcome>(&stream, "welcome", 1 << 16)
-            .unwrap();
-    let Some(proto::welcome::Outcome::Accepted(accepted)) = welcome.outcome else {
-        panic!("refused: {welcome:?}");
-    };
-    let mut fds = fds.into_iter();
-    let memfd = fds.next().unwrap();
-    let wake_server = fds.next().unwrap();
-    (stream, memfd, wake_server, accepted.ring.unwrap())
 }
 
 /// Writes `bytes` at `offset` of the ring, as a hostile client could.

@@ -1,48 +1,84 @@
 //! One client connection: the handshake, then a reader that takes calls off the ring (or
-//! the socket) and hands them to the guest threads, which write the replies back.
+//! the socket) and hands them to the guest threads, whose replies go back the same way.
 //!
-//! The client is untrusted. Its messages are copied out of shared memory before they are
-//! parsed, every index and length is checked (see `megavisor_wire::ring`), and any violation
-//! closes this connection alone. A call is taken off the request ring only when the reply
-//! ring is sure to have room for its reply, so a ring client that stops reading replies
-//! stalls only itself and never blocks a guest thread. (A socket client that stops reading
-//! holds the guest thread writing its reply until the socket's write timeout.)
+//! The client is untrusted, and so is everything it was handed. Its messages are copied out
+//! of shared memory before they are parsed, every index and length is checked (see
+//! `megavisor_wire::ring`), and any violation closes this connection alone. The supervisor
+//! never blocks on anything the client can touch:
+//! - a ring reply is pushed only into room the client's in-flight limit guarantees (a client
+//!   that breaks the limit is disconnected), and its doorbell is a pipe end of the
+//!   supervisor's own, rung without blocking after the reply ring's lock is released;
+//! - a socket reply is queued to the connection's writer thread, which gives the client
+//!   `--reply-timeout` to take it and disconnects it otherwise: a reader that stops reading
+//!   never holds a guest thread;
+//! - the hello (`--hello-timeout`), and each socket frame once its length has come
+//!   (`--reply-timeout`), have a deadline for the whole of them, however slowly they drip.
+//!
+//! When the connection ends, however it ends, every call still running for it is stopped.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use megavisor_core::{Caller, CancelToken, Credentials, Identity};
 use megavisor_wire::PROTOCOL_VERSION;
-use megavisor_wire::doorbell::{Doorbell, Patience, Wake};
-use megavisor_wire::frame::{self, FrameError, MAX_FRAME_BYTES};
+use megavisor_wire::doorbell::{self, Doorbell, Patience, Wake};
+use megavisor_wire::frame::{self, FrameError};
 use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
 use tracing::{debug, info, warn};
 
 use megavisor_driver::convert;
 
-use super::{Shared, executor};
+use super::budget::{Budget, Hold};
+use super::{Shared, fit};
 
 /// How long a call may run on the reader thread before calls queued behind it are moved to
 /// the guest pool.
 const STRAGGLER_AFTER_US: u64 = 1_000;
 /// Largest hello accepted (a real one is a few dozen bytes).
 const HELLO_MAX_BYTES: usize = 4096;
-/// How long a new connection has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a reply may wait for a socket client to read before the client is dropped.
-const SOCKET_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a sleeping ring reader looks whether its client has taken the spilled replies
+/// whose memory it still holds, to give that memory back.
+const RECLAIM_EVERY_MS: i32 = 50;
+/// Bytes of a refused socket frame read to learn its message id (field 1 comes first).
+const ID_BYTES: usize = 16;
 
-/// Who is on the other end, from `SO_PEERCRED`.
-#[derive(Debug, Clone, Copy)]
+/// Who is on the other end, from `SO_PEERCRED` and `SO_PEERGROUPS`.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub pid: i32,
     pub uid: u32,
     pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// The peer of a Unix socket.
+    pub fn of(socket: BorrowedFd<'_>) -> std::io::Result<Self> {
+        let cred = getsockopt(&socket, PeerCredentials)?;
+        Ok(Peer {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+            groups: peer_groups(socket)?,
+        })
+    }
+
+    /// The identity its calls run with.
+    pub fn identity(&self) -> Identity {
+        Identity::Peer(Credentials {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        })
+    }
 }
 
 impl std::fmt::Display for Peer {
@@ -51,19 +87,80 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// The peer's supplementary groups, as the kernel recorded them when it connected.
+fn peer_groups(socket: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes; the kernel writes at most that many and
+        // says how many it wrote (or needed, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) || count <= groups.len() {
+            return Err(err);
+        }
+        groups.resize(count, 0);
+    }
+}
+
 /// The server's half of a ring.
 struct ServerRing {
     ring: Ring,
     /// Held by the reader, or by the straggler watch while the reader runs a call.
     consumer: Mutex<Consumer>,
-    producer: Mutex<Producer>,
-    wake_server: Doorbell,
-    wake_client: Doorbell,
+    replies: Mutex<Replies>,
+    /// The supervisor's end of the doorbell: rung to wake the client, waited on to sleep.
+    doorbell: Doorbell,
+    /// The ring's slots, counted against the budget while the ring exists.
+    _slots: Hold,
+}
+
+/// The reply ring's producer, and the spilled replies the client has not taken yet.
+struct Replies {
+    producer: Producer,
+    /// Index and budget of each spilled reply whose memory is still held.
+    spilled: VecDeque<(u32, Hold)>,
+}
+
+impl Replies {
+    /// Gives back the memory of the spilled replies the client has taken.
+    fn reclaim(&mut self, ring: &Ring) -> Result<(), String> {
+        while let Some((index, _)) = self.spilled.front() {
+            if !self
+                .producer
+                .consumed(ring, *index)
+                .map_err(|v| v.to_string())?
+            {
+                break;
+            }
+            ring.discard_spill(Direction::Reply, *index);
+            self.spilled.pop_front();
+        }
+        Ok(())
+    }
+}
+
+/// A socket connection's replies, written by a thread of their own.
+struct SocketWriter {
+    queue: mpsc::Sender<(Vec<u8>, Hold)>,
 }
 
 enum Link {
     Ring(ServerRing),
-    Socket { writer: Mutex<()> },
+    Socket(SocketWriter),
 }
 
 /// What the reader and the guest threads share about one connection.
@@ -71,15 +168,22 @@ pub struct Connection {
     label: String,
     socket: UnixStream,
     link: Link,
-    /// Messages taken from the client and not yet answered.
+    /// Whose calls these are (the peer's credentials as it connected).
+    identity: Identity,
+    budget: Arc<Budget>,
+    /// Calls and tool lists taken from the client and not yet answered.
     unanswered: AtomicU32,
     /// When the reader started running a call itself (supervisor clock, µs); 0 when not.
     running_here_since: AtomicU64,
-    /// Signalled when a call is answered (socket transport waits on it for credit).
-    answered: Condvar,
-    answered_lock: Mutex<()>,
     max_in_flight: u32,
+    max_request: usize,
     max_reply: usize,
+    /// How long the socket client may take to send a frame's body, or to take a reply.
+    patience: Duration,
+    /// Cancelled when the connection ends: its calls' tokens are children of it.
+    gone: CancelToken,
+    /// The cancel tokens of the calls in flight, by message id, for `Cancel` messages.
+    calls: Mutex<HashMap<u64, CancelToken>>,
 }
 
 /// Serves one accepted connection until the client leaves or misbehaves.
@@ -90,12 +194,8 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
         warn!(connection = number, "refusing the connection: {e}");
         return;
     }
-    let peer = match getsockopt(&socket, PeerCredentials) {
-        Ok(cred) => Peer {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        },
+    let peer = match Peer::of(socket.as_fd()) {
+        Ok(peer) => peer,
         Err(e) => {
             warn!(
                 connection = number,
@@ -116,8 +216,10 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
     shared.stragglers.register(&connection);
     let ended = match &connection.link {
         Link::Ring(ring) => read_ring(&shared, &connection, ring),
-        Link::Socket { .. } => read_socket(&shared, &connection),
+        Link::Socket(_) => read_socket(&shared, &connection),
     };
+    // Whatever still runs for this client is stopped: nobody is left to answer.
+    connection.gone.cancel();
     match ended {
         Ok(()) => info!("{label} disconnected"),
         Err(violation) => warn!("{label} disconnected for a protocol violation: {violation}"),
@@ -125,7 +227,8 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
     let _ = connection.socket.shutdown(std::net::Shutdown::Both);
 }
 
-/// Tells a connecting client why it is refused (best effort: it may already be gone).
+/// Tells a connecting client why it is refused (best effort: it may already be gone, and it
+/// gets a moment to take the answer, no more).
 pub fn refuse(socket: &UnixStream, kind: proto::ErrorKind, message: &str) {
     let welcome = proto::Welcome {
         protocol_version: PROTOCOL_VERSION,
@@ -133,7 +236,8 @@ pub fn refuse(socket: &UnixStream, kind: proto::ErrorKind, message: &str) {
             kind, message,
         ))),
     };
-    let _ = frame::write(socket, &welcome, &[]);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let _ = frame::write_bytes_by(socket, &welcome.encode_to_vec(), &[], Some(deadline));
 }
 
 /// Reads `Hello`, applies the peer policy and limits, sets up the transport, and answers.
@@ -150,12 +254,13 @@ fn handshake(
     if let Err(reason) = shared.config.peers.check(&peer) {
         return Err(refuse(&socket, proto::ErrorKind::NotAllowed, reason));
     }
-    socket
-        .set_read_timeout(Some(HELLO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let hello = frame::read::<proto::Hello>(&socket, "hello", HELLO_MAX_BYTES)
-        .map_err(|e| e.to_string())?;
-    socket.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let hello = frame::read_by::<proto::Hello>(
+        &socket,
+        "hello",
+        HELLO_MAX_BYTES,
+        Instant::now() + shared.config.hello_timeout,
+    )
+    .map_err(|e| e.to_string())?;
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(refuse(
             &socket,
@@ -175,46 +280,48 @@ fn handshake(
     }
     debug!("{label} says it is {:?}", hello.client);
     let config = &shared.config;
+    let layout = Layout::new(&config.ring).map_err(|e| e.to_string())?;
+    let max_request = layout.max_message(Direction::Request);
+    let max_reply = layout.max_message(Direction::Reply);
     let (link, accepted) = match proto::Transport::try_from(hello.transport) {
         Ok(proto::Transport::Ring) => {
-            let (ring, geometry, memfd) = create_ring(config.ring).map_err(|e| {
+            let slots = ring_slot_bytes(&layout);
+            let Some(hold) = shared.budget.try_hold(slots) else {
+                let refusal = shared.budget.refusal(slots);
+                return Err(refuse(&socket, proto::ErrorKind::Busy, refusal));
+            };
+            let (ring, memfd, client_end) = create_ring(config.ring, hold).map_err(|e| {
                 refuse(
                     &socket,
                     proto::ErrorKind::Internal,
                     format!("cannot create the ring: {e}"),
                 )
             })?;
-            let layout = *ring.ring.layout();
             let accepted = proto::Accepted {
                 server: super::server_name(),
-                ring: Some(geometry),
+                ring: Some(config.ring),
                 max_in_flight: config.client_in_flight.min(layout.slots()),
-                max_request_bytes: layout.max_message(Direction::Request) as u64,
-                max_reply_bytes: layout.max_message(Direction::Reply) as u64,
+                max_request_bytes: max_request as u64,
+                max_reply_bytes: max_reply as u64,
             };
-            let fds = [
-                memfd.as_raw_fd(),
-                ring.wake_server.as_raw_fd(),
-                ring.wake_client.as_raw_fd(),
-            ];
-            // The memfd closes here once sent; the mapping and the client's copy keep it.
-            welcome(&socket, &accepted, &fds)?;
+            let fds = [memfd.as_raw_fd(), client_end.as_raw_fd()];
+            // The memfd and the client's end close here once sent: the client's copy is
+            // the only one left of its end, and the mapping keeps the ring.
+            welcome(&socket, &accepted, &fds, config.hello_timeout)?;
             (Link::Ring(ring), accepted)
         }
         Ok(proto::Transport::Socket) => {
-            socket
-                .set_write_timeout(Some(SOCKET_WRITE_TIMEOUT))
-                .map_err(|e| e.to_string())?;
             let accepted = proto::Accepted {
                 server: super::server_name(),
                 ring: None,
                 max_in_flight: config.client_in_flight,
-                max_request_bytes: MAX_FRAME_BYTES as u64,
-                max_reply_bytes: MAX_FRAME_BYTES as u64,
+                max_request_bytes: max_request as u64,
+                max_reply_bytes: max_reply as u64,
             };
-            welcome(&socket, &accepted, &[])?;
-            let writer = Mutex::new(());
-            (Link::Socket { writer }, accepted)
+            welcome(&socket, &accepted, &[], config.hello_timeout)?;
+            let writer =
+                start_writer(&socket, label, config.reply_timeout).map_err(|e| e.to_string())?;
+            (Link::Socket(writer), accepted)
         }
         _ => {
             return Err(refuse(
@@ -228,28 +335,47 @@ fn handshake(
         label: label.to_owned(),
         socket,
         link,
+        identity: peer.identity(),
+        budget: shared.budget.clone(),
         unanswered: AtomicU32::new(0),
         running_here_since: AtomicU64::new(0),
-        answered: Condvar::new(),
-        answered_lock: Mutex::new(()),
         max_in_flight: accepted.max_in_flight,
-        max_reply: accepted.max_reply_bytes as usize,
+        max_request,
+        max_reply,
+        patience: config.reply_timeout,
+        gone: CancelToken::new(),
+        calls: Mutex::new(HashMap::new()),
     })
 }
 
-fn welcome(socket: &UnixStream, accepted: &proto::Accepted, fds: &[RawFd]) -> Result<(), String> {
+fn welcome(
+    socket: &UnixStream,
+    accepted: &proto::Accepted,
+    fds: &[RawFd],
+    timeout: Duration,
+) -> Result<(), String> {
     let welcome = proto::Welcome {
         protocol_version: PROTOCOL_VERSION,
         outcome: Some(welcome::Outcome::Accepted(accepted.clone())),
     };
-    frame::write(socket, &welcome, fds).map_err(|e| e.to_string())
+    let deadline = Instant::now() + timeout;
+    frame::write_bytes_by(socket, &welcome.encode_to_vec(), fds, Some(deadline))
+        .map_err(|e| e.to_string())
+}
+
+/// The bytes of a ring that are resident from its first calls: the header page and both
+/// rings' slots (spill space is counted as replies use it).
+fn ring_slot_bytes(layout: &Layout) -> usize {
+    4096 + 2 * layout.slots() as usize * layout.slot_bytes()
 }
 
 /// A memfd sized for `geometry`, sealed so that neither side can resize it (a shrink would
-/// make the other side's accesses fault), mapped and initialised.
+/// make the other side's accesses fault), mapped and initialised; with it, the client's end
+/// of the doorbell.
 fn create_ring(
     geometry: proto::RingGeometry,
-) -> std::io::Result<(ServerRing, proto::RingGeometry, memfd::Memfd)> {
+    slots: Hold,
+) -> std::io::Result<(ServerRing, memfd::Memfd, Doorbell)> {
     let layout = Layout::new(&geometry).map_err(std::io::Error::other)?;
     let memfd = memfd::MemfdOptions::default()
         .allow_sealing(true)
@@ -263,17 +389,48 @@ fn create_ring(
         .map_err(std::io::Error::other)?;
     let ring = Ring::map(memfd.as_file(), layout)?;
     ring.init_header(&geometry);
+    let (doorbell, client_end) = doorbell::pair()?;
     Ok((
         ServerRing {
             ring,
             consumer: Mutex::new(Consumer::new(Direction::Request)),
-            producer: Mutex::new(Producer::new(Direction::Reply)),
-            wake_server: Doorbell::new()?,
-            wake_client: Doorbell::new()?,
+            replies: Mutex::new(Replies {
+                producer: Producer::new(Direction::Reply),
+                spilled: VecDeque::new(),
+            }),
+            doorbell,
+            _slots: slots,
         },
-        geometry,
         memfd,
+        client_end,
     ))
+}
+
+/// Starts the thread that writes a socket connection's replies, each by its deadline; a
+/// client too slow to take one is disconnected (and the replies queued behind it dropped).
+fn start_writer(
+    socket: &UnixStream,
+    label: &str,
+    timeout: Duration,
+) -> std::io::Result<SocketWriter> {
+    let socket = socket.try_clone()?;
+    let (queue, replies) = mpsc::channel::<(Vec<u8>, Hold)>();
+    let label = label.to_owned();
+    std::thread::Builder::new()
+        .name("mv-reply-writer".into())
+        .spawn(move || {
+            for (bytes, _held) in replies.iter() {
+                let deadline = Instant::now() + timeout;
+                if let Err(e) = frame::write_bytes_by(&socket, &bytes, &[], Some(deadline)) {
+                    info!("{label}: a reply could not be delivered ({e}); disconnecting");
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                    // The rest of the queue is dropped as it comes, releasing its bytes.
+                    for _ in replies.iter() {}
+                    return;
+                }
+            }
+        })?;
+    Ok(SocketWriter { queue })
 }
 
 /// Takes calls off the request ring until the client goes or breaks the rules.
@@ -287,11 +444,11 @@ fn read_ring(
     // When the reader began looking for the next call, and how long it may look.
     let mut looking: Option<(Instant, Duration)> = None;
     loop {
-        if let Some((bytes, more_pending)) = connection.take_call(link)? {
+        if let Some((bytes, more_pending)) = connection.take_message(link)? {
             if let Some((since, _)) = looking.take() {
                 patience.found_while_looking(since.elapsed());
             }
-            handle(shared, connection, &bytes, more_pending)?;
+            handle(shared, connection, bytes, None, more_pending)?;
             continue;
         }
         // A client usually sends its next call right after its last reply: look for it a
@@ -304,14 +461,23 @@ fn read_ring(
         ring.announce_sleep(Direction::Request);
         // Look once more after announcing: a request published before the flag was seen
         // would otherwise wait for the next one.
-        if let Some((bytes, more_pending)) = connection.take_call(link)? {
+        if let Some((bytes, more_pending)) = connection.take_message(link)? {
             ring.cancel_sleep(Direction::Request);
             looking = None;
             patience.slept();
-            handle(shared, connection, &bytes, more_pending)?;
+            handle(shared, connection, bytes, None, more_pending)?;
             continue;
         }
-        let wake = link.wake_server.wait(connection.socket_fd(), -1);
+        // Spilled replies still held: wake now and then to give their memory back once
+        // the client has taken them.
+        let holding = !link
+            .replies
+            .lock()
+            .expect("reply ring lock")
+            .spilled
+            .is_empty();
+        let timeout = if holding { RECLAIM_EVERY_MS } else { -1 };
+        let wake = link.doorbell.wait(connection.socket.as_fd(), timeout);
         ring.cancel_sleep(Direction::Request);
         looking = None;
         patience.slept();
@@ -322,8 +488,9 @@ fn read_ring(
 }
 
 /// Moves calls waiting behind a call that runs on the reader thread to the guest pool, so a
-/// long call never holds up the calls its client sent after it. Called by the straggler
-/// watch, once per millisecond at most.
+/// long call never holds up the calls its client sent after it (nor its `Cancel`s); and
+/// stops that call if its client has gone meanwhile. Called by the straggler watch, once
+/// per millisecond at most.
 pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
     let Link::Ring(link) = &connection.link else {
         return;
@@ -332,13 +499,18 @@ pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
     if started == 0 || shared.clock_us().saturating_sub(started) < STRAGGLER_AFTER_US {
         return;
     }
+    if hung_up(connection.socket.as_fd()) {
+        connection.gone.cancel();
+        return;
+    }
     // At most a connection's worth per pass, so one client cannot keep the watch from the
     // others.
     for _ in 0..connection.max_in_flight {
-        match connection.take_call(link) {
+        match connection.take_message(link) {
             Ok(Some((bytes, _))) => {
-                if let Err(violation) = handle(shared, connection, &bytes, true) {
+                if let Err(violation) = handle(shared, connection, bytes, None, true) {
                     warn!("{}: {violation}", connection.label);
+                    connection.gone.cancel();
                     let _ = connection.socket.shutdown(std::net::Shutdown::Both);
                     return;
                 }
@@ -346,6 +518,7 @@ pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
             Ok(None) => return,
             Err(violation) => {
                 warn!("{}: {violation}", connection.label);
+                connection.gone.cancel();
                 let _ = connection.socket.shutdown(std::net::Shutdown::Both);
                 return;
             }
@@ -353,206 +526,299 @@ pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
     }
 }
 
+/// Whether the client's end of the socket has closed (nothing else travels on it).
+fn hung_up(socket: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// Reads framed calls off the socket until the client goes.
 fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(), String> {
+    let socket = &connection.socket;
     loop {
-        {
-            let mut guard = connection.answered_lock.lock().expect("answered lock");
-            while connection.unanswered.load(Ordering::SeqCst) >= connection.max_in_flight {
-                guard = connection.answered.wait(guard).expect("answered lock");
-            }
-        }
-        match frame::read_bytes(&connection.socket, MAX_FRAME_BYTES) {
-            Ok(bytes) => {
-                connection.unanswered.fetch_add(1, Ordering::SeqCst);
-                handle(shared, connection, &bytes, false)?;
-            }
+        let len = match frame::read_len(socket) {
+            Ok(len) => len,
             Err(FrameError::Closed) => return Ok(()),
-            Err(FrameError::Io(e)) => return Err(format!("socket: {e}")),
             Err(e) => return Err(e.to_string()),
+        };
+        if len > connection.max_request {
+            return Err(format!(
+                "a frame of {len} bytes exceeds this connection's limit of {} bytes",
+                connection.max_request
+            ));
         }
+        let deadline = Instant::now() + connection.patience;
+        let hold = shared.budget.try_hold(len);
+        let refused = hold.is_none() && len > ID_BYTES;
+        let bytes = if refused {
+            frame::discard_body(socket, len, ID_BYTES, deadline)
+        } else {
+            frame::read_body(socket, len, deadline)
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if refused {
+            connection.refuse_unread(&bytes, shared.budget.refusal(len))?;
+            continue;
+        }
+        handle(shared, connection, bytes, hold, false)?;
     }
 }
 
-/// Decodes one client message (already counted in `unanswered`) and answers it, or hands it
-/// to the guest threads, which answer it. `more_pending` says whether further calls from
-/// this client are already waiting.
+/// Decodes one client message and answers it, or hands it to the guest threads, which
+/// answer it. `hold` is the budget its bytes hold already (socket frames), if any;
+/// `more_pending` says whether further calls from this client are already waiting.
 fn handle(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
-    bytes: &[u8],
+    bytes: Vec<u8>,
+    hold: Option<Hold>,
     more_pending: bool,
 ) -> Result<(), String> {
-    let message =
-        proto::ClientMessage::decode(bytes).map_err(|e| format!("malformed message: {e}"))?;
+    let received = Instant::now();
+    let message = proto::ClientMessage::decode(bytes.as_slice())
+        .map_err(|e| format!("malformed message: {e}"))?;
     let id = message.id;
-    let reply_failure = |failure: proto::Failure| {
-        connection.answer(proto::ServerMessage {
-            id,
-            body: Some(server_message::Body::Failure(failure)),
-        });
-    };
-    match message.body {
-        Some(client_message::Body::ListTools(_)) => {
-            let tools = convert::tool_list(&shared.runtime());
-            connection.answer(proto::ServerMessage {
-                id,
-                body: Some(server_message::Body::Tools(tools)),
-            });
-        }
-        Some(client_message::Body::Call(call)) => {
-            if shared.draining() {
-                reply_failure(proto::Failure::new(
-                    proto::ErrorKind::ShuttingDown,
-                    "the supervisor is shutting down (SIGTERM) and takes no new calls",
-                ));
-                return Ok(());
-            }
-            let runtime = shared.runtime();
-            let request = match convert::request(&runtime, call) {
-                Ok(request) => request,
-                Err(failure) => {
-                    reply_failure(*failure);
-                    return Ok(());
-                }
-            };
-            // A lone call runs right here: handing it to a guest thread would cost a
-            // wake-up and a third busy thread. Calls that come together go to the pool so
-            // they run in parallel.
-            let run_here = matches!(connection.link, Link::Ring(_))
-                && !more_pending
-                && connection.unanswered.load(Ordering::SeqCst) == 1;
-            let job_connection = connection.clone();
-            let job: executor::Job = Box::new(move |permit| {
-                let body = match super::run_call(&runtime, &request, permit) {
-                    Some(Ok(output)) => server_message::Body::Output(convert::output(output)),
-                    Some(Err(err)) => server_message::Body::Failure(convert::failure(&err)),
-                    None => server_message::Body::Failure(proto::Failure::new(
-                        proto::ErrorKind::Internal,
-                        "the supervisor failed while running this call (a bug: see its log)",
-                    )),
-                };
-                job_connection.answer(proto::ServerMessage {
-                    id,
-                    body: Some(body),
-                });
-            });
-            let submitted = if run_here {
-                connection
-                    .running_here_since
-                    .store(shared.clock_us().max(1), Ordering::SeqCst);
-                let _watched = shared.stragglers.watch();
-                let ran = shared.executor.run_here(job);
-                connection.running_here_since.store(0, Ordering::SeqCst);
-                ran
-            } else {
-                shared.executor.submit(job)
-            };
-            if let Err(busy) = submitted {
-                reply_failure(proto::Failure::new(
-                    proto::ErrorKind::Busy,
-                    busy.to_string(),
-                ));
-            }
-        }
+    let call = match message.body {
         None => return Err(format!("message {id} has no body")),
+        Some(client_message::Body::Cancel(_)) => {
+            if let Some(call) = connection.calls.lock().expect("calls lock").get(&id) {
+                call.cancel();
+            }
+            return Ok(());
+        }
+        Some(client_message::Body::ListTools(_)) => {
+            connection.admit()?;
+            let tools = convert::tool_list(&shared.runtime());
+            return connection.answer(id, server_message::Body::Tools(tools));
+        }
+        Some(client_message::Body::Call(call)) => call,
+    };
+    connection.admit()?;
+    let refuse = |kind, message: String| {
+        connection.answer(
+            id,
+            server_message::Body::Failure(proto::Failure::new(kind, message)),
+        )
+    };
+    if shared.draining() {
+        return refuse(
+            proto::ErrorKind::ShuttingDown,
+            "the supervisor is shutting down (SIGTERM) and takes no new calls".to_owned(),
+        );
+    }
+    let Some(hold) = hold.or_else(|| shared.budget.try_hold(bytes.len())) else {
+        return refuse(proto::ErrorKind::Busy, shared.budget.refusal(bytes.len()));
+    };
+    drop(bytes);
+    let runtime = shared.runtime();
+    let request = match convert::request(&runtime, call) {
+        Ok(request) => request,
+        Err(failure) => return connection.answer(id, server_message::Body::Failure(*failure)),
+    };
+    let cancel = connection.gone.child();
+    connection
+        .calls
+        .lock()
+        .expect("calls lock")
+        .insert(id, cancel.clone());
+    let caller = Caller {
+        identity: connection.identity.clone(),
+        received,
+        deadline: None,
+        cancel,
+    };
+    // A lone call runs right here: handing it to a guest thread would cost a wake-up and a
+    // third busy thread. Calls that come together go to the pool so they run in parallel.
+    let run_here = matches!(connection.link, Link::Ring(_))
+        && !more_pending
+        && connection.unanswered.load(Ordering::SeqCst) == 1;
+    let job_connection = connection.clone();
+    let job = super::call_job(runtime, request, caller, move |outcome| {
+        let body = match outcome {
+            Some(Ok(output)) => server_message::Body::Output(convert::output(output)),
+            Some(Err(err)) => server_message::Body::Failure(convert::failure(&err)),
+            None => server_message::Body::Failure(proto::Failure::new(
+                proto::ErrorKind::Internal,
+                "the supervisor failed while running this call (a bug: see its log)",
+            )),
+        };
+        drop(hold);
+        job_connection.calls.lock().expect("calls lock").remove(&id);
+        // A failed reply has already closed the connection; nothing more to do here.
+        let _ = job_connection.answer(id, body);
+    });
+    let job = match job {
+        Ok(job) => job,
+        Err(err) => {
+            connection.calls.lock().expect("calls lock").remove(&id);
+            return connection.answer(id, server_message::Body::Failure(convert::failure(&err)));
+        }
+    };
+    let submitted = if run_here {
+        connection
+            .running_here_since
+            .store(shared.clock_us().max(1), Ordering::SeqCst);
+        let _watched = shared.stragglers.watch();
+        let ran = shared.executor.run_here(job);
+        connection.running_here_since.store(0, Ordering::SeqCst);
+        ran
+    } else {
+        shared.executor.submit(job)
+    };
+    if let Err(busy) = submitted {
+        connection.calls.lock().expect("calls lock").remove(&id);
+        return refuse(proto::ErrorKind::Busy, busy.to_string());
     }
     Ok(())
 }
 
 impl Connection {
-    /// Takes the next call off the request ring, if there is one and the reply ring is sure
-    /// to have room for its reply; with it, whether more calls are waiting.
-    fn take_call(&self, link: &ServerRing) -> Result<Option<(Vec<u8>, bool)>, String> {
+    /// Takes the next message off the request ring, if there is one; with it, whether more
+    /// are waiting.
+    fn take_message(&self, link: &ServerRing) -> Result<Option<(Vec<u8>, bool)>, String> {
         let ring = &link.ring;
         let mut consumer = link.consumer.lock().expect("request consumer lock");
-        let unread_replies = link
-            .producer
+        link.replies
             .lock()
-            .expect("reply producer lock")
-            .in_use(ring)
-            .map_err(|v| v.to_string())?;
-        if self.unanswered.load(Ordering::SeqCst) + unread_replies >= self.max_in_flight {
-            return Ok(None);
-        }
+            .expect("reply ring lock")
+            .reclaim(ring)?;
         let Some(bytes) = consumer.pop(ring).map_err(|v| v.to_string())? else {
             return Ok(None);
         };
-        // Counted while the consumer lock is held, so the reader and the straggler watch
-        // never both pass the check above on the same count.
-        self.unanswered.fetch_add(1, Ordering::SeqCst);
         let more_pending = consumer.available(ring).map_err(|v| v.to_string())? > 0;
         Ok(Some((bytes, more_pending)))
     }
 
-    fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.socket.as_fd()
-    }
-
-    /// Sends the answer to a message taken from the client, and counts it answered.
-    fn answer(&self, message: proto::ServerMessage) {
-        self.reply(message);
-        // After the reply is in the ring: until then the answered message still counts
-        // against the client's in-flight limit, so the reply ring cannot overflow.
-        self.unanswered.fetch_sub(1, Ordering::SeqCst);
-        match &self.link {
-            // The reader may have gone to sleep because the limit was reached; calls may be
-            // waiting in the ring now that it is not.
-            Link::Ring(link) => {
-                if link.ring.consumer_sleeping(Direction::Request) {
-                    link.wake_server.ring();
-                }
-            }
-            Link::Socket { .. } => {
-                let _guard = self.answered_lock.lock().expect("answered lock");
-                self.answered.notify_one();
-            }
-        }
-    }
-
-    /// Sends a reply. A reply too big for the transport becomes a failure that says so; a
-    /// transport that fails closes the connection (the reader then sees it go).
-    fn reply(&self, message: proto::ServerMessage) {
-        let mut bytes = message.encode_to_vec();
-        if bytes.len() > self.max_reply {
-            bytes = proto::ServerMessage {
-                id: message.id,
-                body: Some(server_message::Body::Failure(proto::Failure::new(
-                    proto::ErrorKind::BadRequest,
-                    format!(
-                        "reply of {} bytes exceeds this connection's limit of {} bytes; lower the call's output_bytes limit",
-                        bytes.len(),
-                        self.max_reply
-                    ),
-                ))),
-            }
-            .encode_to_vec();
-        }
-        let sent = match &self.link {
-            Link::Ring(link) => {
-                let mut producer = link.producer.lock().expect("reply producer lock");
-                match producer.push(&link.ring, &bytes) {
-                    Ok(sleeping) => {
-                        if sleeping {
-                            link.wake_client.ring();
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            Link::Socket { writer } => {
-                let _guard = writer.lock().expect("socket writer lock");
-                frame::write_bytes(&self.socket, &bytes, &[]).map_err(|e| e.to_string())
-            }
+    /// Counts a call (or tool list) taken from the client against its in-flight limit. A
+    /// client that keeps to the limit it was given never passes it: one that does has sent
+    /// more than its reply ring is sure to hold, and is disconnected.
+    fn admit(&self) -> Result<(), String> {
+        let unread = match &self.link {
+            Link::Ring(link) => link
+                .replies
+                .lock()
+                .expect("reply ring lock")
+                .producer
+                .in_use(&link.ring)
+                .map_err(|v| v.to_string())?,
+            Link::Socket(_) => 0,
         };
-        if let Err(reason) = sent {
-            debug!(
-                "{}: reply {} not delivered: {reason}",
-                self.label, message.id
-            );
+        let unanswered = self.unanswered.fetch_add(1, Ordering::SeqCst);
+        if unanswered + unread >= self.max_in_flight {
+            return Err(format!(
+                "more than {} calls in flight ({unanswered} unanswered, {unread} replies unread)",
+                self.max_in_flight
+            ));
+        }
+        Ok(())
+    }
+
+    /// Answers a socket frame that was not read for want of budget: a call is refused as
+    /// `busy`. The frame's first bytes hold its id (field 1 comes first).
+    fn refuse_unread(&self, head: &[u8], refusal: String) -> Result<(), String> {
+        self.admit()?;
+        let id = message_id(head).ok_or("a frame that does not start with a message id")?;
+        self.answer(
+            id,
+            server_message::Body::Failure(proto::Failure::new(proto::ErrorKind::Busy, refusal)),
+        )
+    }
+
+    /// Sends the answer to a message taken from the client, and counts it answered. An
+    /// error means the connection is closed (the reader then sees it go).
+    fn answer(&self, id: u64, body: server_message::Body) -> Result<(), String> {
+        // Counted off before the reply goes: a client may take it and send its next call
+        // at once, and `admit` must not count the answered one twice (unanswered, and
+        // unread). A client that keeps its limit leaves room for every reply whatever the
+        // count; one that does not finds the ring full and is disconnected.
+        self.unanswered.fetch_sub(1, Ordering::SeqCst);
+        let sent = self.reply(proto::ServerMessage {
+            id,
+            body: Some(body),
+        });
+        if let Err(reason) = &sent {
+            debug!("{}: reply {id} not delivered: {reason}", self.label);
+            self.gone.cancel();
             let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        }
+        sent
+    }
+
+    /// Sends a reply, cut to fit the transport if it must be (see `fit`).
+    fn reply(&self, message: proto::ServerMessage) -> Result<(), String> {
+        let bytes = fit::encode_within(message, self.max_reply);
+        match &self.link {
+            Link::Ring(link) => {
+                let wake = {
+                    let mut replies = link.replies.lock().expect("reply ring lock");
+                    replies.reclaim(&link.ring)?;
+                    let pushed = replies
+                        .producer
+                        .push(&link.ring, &bytes)
+                        .map_err(|e| e.to_string())?;
+                    if let Some(index) = pushed.spilled {
+                        let held = self.budget.hold(bytes.len().next_multiple_of(4096));
+                        replies.spilled.push_back((index, held));
+                    }
+                    pushed.wake
+                };
+                // Rung with no lock held: ringing never blocks, but nothing else should
+                // wait for it either.
+                if wake {
+                    link.doorbell.ring();
+                }
+                Ok(())
+            }
+            Link::Socket(writer) => {
+                let held = self.budget.hold(bytes.len());
+                writer
+                    .queue
+                    .send((bytes, held))
+                    .map_err(|_| "the reply writer has stopped".to_owned())
+            }
+        }
+    }
+}
+
+/// The id of a `ClientMessage` from its first bytes: field 1, a varint, encoded first (an
+/// id of 0 is not encoded at all).
+fn message_id(head: &[u8]) -> Option<u64> {
+    match head.first() {
+        Some(0x08) => {
+            let mut id = 0u64;
+            for (i, byte) in head[1..].iter().take(10).enumerate() {
+                id |= u64::from(byte & 0x7f) << (7 * i);
+                if byte & 0x80 == 0 {
+                    return Some(id);
+                }
+            }
+            None
+        }
+        Some(_) => Some(0),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_is_read_from_the_head_of_its_encoding() {
+        for id in [0, 1, 127, 128, 300, u64::MAX] {
+            let message = proto::ClientMessage {
+                id,
+                body: Some(client_message::Body::Call(proto::Call {
+                    stdin: vec![0; 1000],
+                    ..proto::Call::default()
+                })),
+            };
+            let bytes = message.encode_to_vec();
+            assert_eq!(message_id(&bytes[..ID_BYTES]), Some(id));
         }
     }
 }

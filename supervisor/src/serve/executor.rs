@@ -1,5 +1,7 @@
 //! The guest threads: a fixed pool behind a bounded queue. A call that finds the queue full
-//! is refused at once as `busy` rather than waiting in an unbounded backlog.
+//! is refused at once as `busy` rather than waiting in an unbounded backlog, and a call
+//! whose end (time limit, deadline, cancellation) comes while it waits is answered then
+//! (see `megavisor_core::queue`).
 //!
 //! Two counts: calls holding capacity (queued or running; released by the job, through its
 //! [`Permit`], as soon as the engine is done and *before* it replies, so a client that calls
@@ -8,9 +10,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use megavisor_core::queue::{Queue, Waiting};
+use megavisor_core::{Stop, Stopped};
 
 use super::seccomp::GuestFilter;
 
@@ -20,8 +23,17 @@ use super::seccomp::GuestFilter;
 /// thread off the CPU.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
-/// One unit of guest work; it drops its permit when the engine is done, then replies.
-pub type Job = Box<dyn FnOnce(Permit) + Send>;
+/// One unit of guest work: it runs with its permit (dropping it when the engine is done,
+/// then replying), or, when its end comes while it waits, answers for itself without
+/// running.
+pub struct Job {
+    /// When the call must end.
+    pub stop: Stop,
+    /// Runs the call and replies.
+    pub run: Box<dyn FnOnce(Permit) + Send>,
+    /// Replies that the call ended, for this reason, before it started.
+    pub ended: Box<dyn FnOnce(Stopped) + Send>,
+}
 
 /// A call's hold on the pool's capacity; dropping it frees the place.
 pub struct Permit(Arc<AtomicUsize>);
@@ -29,6 +41,27 @@ pub struct Permit(Arc<AtomicUsize>);
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A job in the queue, with its place in the pool and in the count of calls outstanding.
+struct Queued {
+    job: Job,
+    permit: Permit,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Waiting for Queued {
+    fn stop(&self) -> &Stop {
+        &self.job.stop
+    }
+
+    fn stopped(self, reason: Stopped) {
+        drop(self.permit);
+        guarded("answer a call that ended while queued", || {
+            (self.job.ended)(reason)
+        });
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -47,7 +80,7 @@ pub struct Busy {
 
 /// Fixed worker threads, each under the guest seccomp filter.
 pub struct Executor {
-    queue: Sender<(Job, Permit)>,
+    queue: Arc<Queue<Queued>>,
     /// Calls queued or running (the capacity in use).
     in_use: Arc<AtomicUsize>,
     /// Calls not yet answered.
@@ -60,15 +93,10 @@ impl Executor {
     /// Starts `workers` threads named `mv-guest-N` that take jobs from a queue of `depth`.
     /// Each installs `filter` before it takes its first job; one that cannot is an error.
     pub fn start(workers: usize, depth: usize, filter: Arc<GuestFilter>) -> std::io::Result<Self> {
-        // The permits enforce the limit; the channel only has to hold every permitted job.
-        // (Sized to `depth` alone, a depth of 0 would be a rendezvous channel that refuses
-        // a job whenever no worker happens to be blocked in `recv` at that instant.)
-        let (queue, jobs) = crossbeam_channel::bounded::<(Job, Permit)>(workers + depth);
-        let outstanding = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(Queue::new()?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for n in 0..workers {
-            let jobs: Receiver<(Job, Permit)> = jobs.clone();
-            let outstanding = outstanding.clone();
+            let queue = queue.clone();
             let filter = filter.clone();
             let ready = ready_tx.clone();
             std::thread::Builder::new()
@@ -80,8 +108,13 @@ impl Executor {
                     if failed {
                         return;
                     }
-                    while let Some((job, permit)) = next_job(&jobs) {
-                        run_guarded(job, permit);
+                    while let Some(queued) = queue.pop(IDLE_SPIN) {
+                        let Queued {
+                            job,
+                            permit,
+                            outstanding,
+                        } = queued;
+                        guarded("run a call", || (job.run)(permit));
                         outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
                 })?;
@@ -95,7 +128,7 @@ impl Executor {
         Ok(Executor {
             queue,
             in_use: Arc::new(AtomicUsize::new(0)),
-            outstanding,
+            outstanding: Arc::new(AtomicUsize::new(0)),
             workers,
             depth,
         })
@@ -105,7 +138,7 @@ impl Executor {
     /// against the same limit as queued jobs.
     pub fn run_here(&self, job: Job) -> Result<(), Busy> {
         let (permit, _) = self.reserve()?;
-        run_guarded(job, permit);
+        guarded("run a call", || (job.run)(permit));
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
@@ -113,14 +146,18 @@ impl Executor {
     /// Queues `job`, or refuses it when the workers are all busy and the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
         let (permit, before) = self.reserve()?;
-        match self.queue.try_send((job, permit)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                // The permit came back inside the error and is dropped with it.
-                self.outstanding.fetch_sub(1, Ordering::AcqRel);
-                Err(self.busy(before))
-            }
+        let queued = Queued {
+            job,
+            permit,
+            outstanding: self.outstanding.clone(),
+        };
+        // The permits enforce the limit; the queue only closes when the executor goes.
+        if let Err(refused) = self.queue.push(queued) {
+            drop(refused.permit);
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.busy(before));
         }
+        Ok(())
     }
 
     /// Takes a place, unless none is free; returns its permit and the places taken before.
@@ -148,23 +185,10 @@ impl Executor {
     }
 }
 
-/// The next job: looked for briefly, then waited for. `None` once the pool is shut.
-fn next_job(jobs: &Receiver<(Job, Permit)>) -> Option<(Job, Permit)> {
-    let until = Instant::now() + IDLE_SPIN;
-    while Instant::now() < until {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Empty) => std::thread::yield_now(),
-            Err(TryRecvError::Disconnected) => return None,
-        }
-    }
-    jobs.recv().ok()
-}
-
-/// Runs a job; a panic is logged and contained, so it costs neither a guest thread nor the
-/// count of calls outstanding (jobs reply for themselves, and catch the engine's panics).
-fn run_guarded(job: Job, permit: Permit) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(permit))).is_err() {
-        tracing::error!("a guest job panicked; the thread goes on");
+/// Runs `work`; a panic is logged and contained, so it costs neither a thread nor the count
+/// of calls outstanding (jobs reply for themselves, and catch the engine's panics).
+fn guarded(what: &str, work: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+        tracing::error!("a guest job panicked trying to {what}; the thread goes on");
     }
 }

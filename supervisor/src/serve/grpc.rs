@@ -1,14 +1,24 @@
 //! The RuntimeDriver gRPC service (seed 000) on its own Unix socket: the interoperable door
 //! beside the ring. Calls go through the same runtime, guest threads, limits, idempotency
 //! cache and peer policy as ring calls.
+//!
+//! Served with hyper's HTTP/2 directly rather than tonic's transport server, so that this
+//! module, not a layer in front of it, owns the caller's deadline (`grpc-timeout`): the
+//! call is stopped at the deadline and answered `DEADLINE_EXCEEDED` then, every time
+//! (tonic's own timeout answers `CANCELLED`, racing the tool's own answer). The deadline is
+//! the caller's, not the tool's time limit: a retry with less time left asks the same thing.
+//! A call whose client cancels the RPC, or closes the connection, is stopped.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use megavisor_core::signing::Authenticity;
-use megavisor_core::{Entry, Error, ErrorKind, Limits, Output, Request, Runtime, ToolRef};
+use megavisor_core::{
+    Caller, CancelToken, Entry, Error, ErrorKind, Limits, Output, Request, Runtime, ToolRef,
+};
 use megavisor_grpc::ERROR_KIND_TRAILER;
 use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
 use megavisor_grpc::v1::{
@@ -16,15 +26,11 @@ use megavisor_grpc::v1::{
 };
 use serde_json::{Map, Value};
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Status};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::{Shared, server_name};
 use crate::serve::connection::Peer;
-
-/// At most this much of a caller's deadline is kept back for the reply to reach it.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// What Discover reports as enabled (seed 000's `-features`).
 const FEATURES: &[&str] = &[
@@ -53,22 +59,53 @@ pub fn spawn(shared: Arc<Shared>, listener: UnixListener) -> std::io::Result<()>
                     Ok(listener) => listener,
                     Err(e) => return error!("gRPC socket unusable: {e}"),
                 };
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-                let service = RuntimeDriverServer::new(Driver { shared });
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(incoming)
-                    .await
-                {
-                    error!("gRPC server stopped: {e}");
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            tokio::spawn(serve_connection(shared.clone(), stream));
+                        }
+                        Err(e) => {
+                            // Out of descriptors the connection stays queued: pause.
+                            error!("gRPC accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
                 }
             });
         })?;
     Ok(())
 }
 
+/// Serves one HTTP/2 connection with the service, knowing its peer.
+async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
+    let peer =
+        Peer::of(stream.as_fd()).map_err(|e| format!("the peer's credentials are unknown: {e}"));
+    let service = RuntimeDriverServer::new(Driver { shared, peer });
+    let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .await;
+    if let Err(e) = served {
+        debug!("gRPC connection ended: {e}");
+    }
+}
+
 struct Driver {
     shared: Arc<Shared>,
+    /// The connection's peer, or why it is unknown.
+    peer: Result<Peer, String>,
+}
+
+/// Gives up on a call when the RPC handling it is dropped: its client cancelled it, or
+/// went away, before it was answered.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 #[tonic::async_trait]
@@ -77,8 +114,9 @@ impl RuntimeDriver for Driver {
         &self,
         request: tonic::Request<ExecuteRequest>,
     ) -> Result<tonic::Response<ExecuteReply>, Status> {
-        let peer = self.check_peer(&request)?;
-        let deadline = grpc_timeout(request.metadata());
+        let received = Instant::now();
+        let peer = self.check_peer()?;
+        let deadline = grpc_timeout(request.metadata()).map(|d| received + d);
         let execute = request.into_inner();
         if self.shared.draining() {
             return Err(status(
@@ -95,16 +133,42 @@ impl RuntimeDriver for Driver {
         );
         let runtime = self.shared.runtime();
         let full_output = execute.full_output;
-        let call = to_request(&runtime, execute, deadline).map_err(|e| error_status(&e))?;
+        let call = to_request(&runtime, execute).map_err(|e| error_status(&e))?;
+        let cancel = CancelToken::new();
+        let caller = Caller {
+            identity: peer.identity(),
+            received,
+            deadline,
+            cancel: cancel.clone(),
+        };
+        let _give_up = CancelOnDrop(cancel.clone());
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let job_runtime = runtime.clone();
+        let job = super::call_job(runtime.clone(), call, caller, move |delivered| {
+            let _ = done.send(delivered);
+        })
+        .map_err(|e| error_status(&e))?;
         self.shared
             .executor
-            .submit(Box::new(move |permit| {
-                let _ = done.send(super::run_call(&job_runtime, &call, permit));
-            }))
+            .submit(job)
             .map_err(|busy| status(Code::ResourceExhausted, "busy", busy.to_string()))?;
-        match outcome.await {
+        let outcome = match deadline {
+            None => outcome.await,
+            Some(deadline) => {
+                tokio::select! {
+                    outcome = outcome => outcome,
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        // The tool stops at the same deadline; the answer does not wait.
+                        cancel.cancel();
+                        return Err(status(
+                            Code::DeadlineExceeded,
+                            "timeout",
+                            format!("the call's deadline passed after {} ms", received.elapsed().as_millis()),
+                        ));
+                    }
+                }
+            }
+        };
+        match outcome {
             Ok(Some(Ok(output))) => Ok(tonic::Response::new(reply(output, full_output))),
             Ok(Some(Err(err))) => Err(error_status(&err)),
             Ok(None) | Err(_) => Err(status(
@@ -117,9 +181,9 @@ impl RuntimeDriver for Driver {
 
     async fn discover(
         &self,
-        request: tonic::Request<()>,
+        _request: tonic::Request<()>,
     ) -> Result<tonic::Response<DiscoverReply>, Status> {
-        self.check_peer(&request)?;
+        self.check_peer()?;
         let runtime = self.shared.runtime();
         let manifest = runtime.manifest();
         let signed_by = match runtime.authenticity() {
@@ -142,39 +206,24 @@ impl RuntimeDriver for Driver {
 
 impl Driver {
     /// Applies the same `SO_PEERCRED` policy as the ring socket.
-    fn check_peer<T>(&self, request: &tonic::Request<T>) -> Result<Peer, Status> {
-        let cred = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .ok_or_else(|| {
-                status(
-                    Code::PermissionDenied,
-                    "not_allowed",
-                    "the peer's credentials are unknown".into(),
-                )
-            })?;
-        let peer = Peer {
-            pid: cred.pid().unwrap_or(0),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        };
+    fn check_peer(&self) -> Result<&Peer, Status> {
+        let peer = self
+            .peer
+            .as_ref()
+            .map_err(|reason| status(Code::PermissionDenied, "not_allowed", reason.clone()))?;
         self.shared
             .config
             .peers
-            .check(&peer)
+            .check(peer)
             .map_err(|reason| status(Code::PermissionDenied, "not_allowed", reason))?;
         Ok(peer)
     }
 }
 
 /// The core request for an Execute: `instruction` names the entry; `args`, `params` or
-/// `params_json` (at most one) give its arguments; the gRPC deadline bounds the time limit.
-fn to_request(
-    runtime: &Runtime,
-    execute: ExecuteRequest,
-    deadline: Option<Duration>,
-) -> Result<Request, Error> {
+/// `params_json` (at most one) give its arguments. The gRPC deadline is not part of it: it
+/// is the caller's, and stops the call apart from the tool's own time limit.
+pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<Request, Error> {
     let bad = |m: &str| Error::BadRequest(m.to_owned());
     let given = [
         !execute.args.is_empty(),
@@ -233,15 +282,7 @@ fn to_request(
             stdin = bytes;
         }
     }
-    let asked = (execute.timeout_ms > 0).then(|| Duration::from_millis(execute.timeout_ms));
-    // tonic itself cancels a call when its deadline passes ("CANCELLED: Timeout expired");
-    // stopping the tool a little before it lets the caller see why (DEADLINE_EXCEEDED with
-    // the `timeout` kind) instead.
-    let deadline = deadline.map(|d| d.saturating_sub((d / 10).min(DEADLINE_MARGIN)));
-    let timeout = match (asked, deadline) {
-        (Some(a), Some(d)) => Some(a.min(d)),
-        (a, d) => a.or(d),
-    };
+    let timeout = (execute.timeout_ms > 0).then(|| Duration::from_millis(execute.timeout_ms));
     let mut env: Vec<(String, String)> = execute.env.into_iter().collect();
     env.sort();
     Ok(Request {
@@ -365,6 +406,7 @@ fn error_status(err: &Error) -> Status {
         ErrorKind::BadRequest => Code::InvalidArgument,
         ErrorKind::Trap => Code::Aborted,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Cancelled => Code::Cancelled,
     };
     status(code, err.kind().as_str(), err.to_string())
 }

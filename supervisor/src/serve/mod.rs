@@ -6,9 +6,11 @@
 //! thread accepts connections; each connection has a reader; a fixed pool of guest threads
 //! under a seccomp filter runs the calls.
 
+mod budget;
 mod connection;
 mod executor;
-mod grpc;
+mod fit;
+pub(crate) mod grpc;
 mod listener;
 mod peers;
 mod seccomp;
@@ -21,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use megavisor_core::{EngineOptions, Error, Result, Runtime, RuntimeOptions, StartupReport};
+use megavisor_core::{
+    Caller, EngineOptions, Error, MountRoot, Result, Runtime, RuntimeOptions, StartupReport,
+};
 use megavisor_wire::proto::RingGeometry;
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
@@ -46,12 +50,17 @@ pub struct ServeConfig {
     pub max_clients: usize,
     pub ring: RingGeometry,
     pub drain_timeout: Duration,
+    pub max_held_bytes: usize,
+    pub hello_timeout: Duration,
+    pub reply_timeout: Duration,
 }
 
 /// What every connection and guest thread shares.
 pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     executor: Executor,
+    /// The bytes held for clients, under `--max-held-bytes`.
+    budget: Arc<budget::Budget>,
     filter: Arc<GuestFilter>,
     stragglers: StragglerWatch,
     draining: AtomicBool,
@@ -106,6 +115,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let shared = Arc::new(Shared {
         runtime: RwLock::new(Arc::new(runtime)),
         executor,
+        budget: budget::Budget::new(config.max_held_bytes),
         filter,
         stragglers: StragglerWatch::default(),
         draining: AtomicBool::new(false),
@@ -143,10 +153,33 @@ fn open(args: &ServeArgs) -> Result<Runtime> {
             cache_dir: args.bundle.trust.cache_dir.clone(),
             ..EngineOptions::default()
         },
+        max_stdin_bytes: args.ring_request_spill,
+        mount_roots: mount_roots(&args.mount_roots)?,
         native: native_options(&args.bundle.native),
         ..RuntimeOptions::default()
     };
     Runtime::open(&dir, &policy, options)
+}
+
+/// The `--mount-root` flags, each resolved to the directory it names now (so a symlink
+/// swapped in later does not move it).
+fn mount_roots(specs: &[String]) -> Result<Vec<MountRoot>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let mut root = MountRoot::parse(spec).map_err(Error::BadRequest)?;
+            root.path = root.path.canonicalize().map_err(|e| {
+                Error::BadRequest(format!("--mount-root {}: {e}", root.path.display()))
+            })?;
+            if !root.path.is_dir() {
+                return Err(Error::BadRequest(format!(
+                    "--mount-root {} is not a directory",
+                    root.path.display()
+                )));
+            }
+            Ok(root)
+        })
+        .collect()
 }
 
 fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
@@ -221,15 +254,59 @@ fn drain(shared: &Shared) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs a call on the engine, then frees its place in the pool before anything is sent back
-/// (see `executor`). `None` when the engine panicked: a bug, logged here, that costs only
-/// this call.
+/// What a call's job hands its deliverer: the engine's outcome, or `None` when the engine
+/// panicked (a bug, logged, that costs only this call).
+type Delivered = Option<Result<megavisor_core::Output>>;
+
+/// The job of one call: it runs `request` for `caller` and hands the outcome to `deliver`;
+/// should the call's end come while it is queued, `deliver` gets the error saying so
+/// instead, at that moment.
+fn call_job(
+    runtime: Arc<Runtime>,
+    request: megavisor_core::Request,
+    caller: Caller,
+    deliver: impl FnOnce(Delivered) + Send + 'static,
+) -> Result<executor::Job> {
+    let stop = megavisor_core::Stop::new(&caller, runtime.time_limit(&request)?);
+    // One of the job's two ways out delivers; the other is dropped unused.
+    let deliver = Arc::new(std::sync::Mutex::new(Some(deliver)));
+    let (delivers_run, delivers_end) = (deliver.clone(), deliver);
+    let take = |deliver: &std::sync::Mutex<Option<_>>| deliver.lock().expect("deliver lock").take();
+    let ended_stop = stop.clone();
+    let tool = match &request.tool {
+        megavisor_core::ToolRef::Name(name) | megavisor_core::ToolRef::Digest(name) => name.clone(),
+        megavisor_core::ToolRef::Native(path) => path.display().to_string(),
+    };
+    let execution_id = request.execution_id.clone();
+    Ok(executor::Job {
+        stop,
+        run: Box::new(move |permit| {
+            let outcome = run_call(&runtime, &request, &caller, permit);
+            if let Some(deliver) = take(&delivers_run) {
+                deliver(outcome);
+            }
+        }),
+        ended: Box::new(move |reason| {
+            let error = ended_stop.ended_before_start(reason, &tool, execution_id);
+            if let Some(deliver) = take(&delivers_end) {
+                deliver(Some(Err(error)));
+            }
+        }),
+    })
+}
+
+/// Runs a call on the engine for `caller`, then frees its place in the pool before anything
+/// is sent back (see `executor`). `None` when the engine panicked: a bug, logged here, that
+/// costs only this call.
 fn run_call(
     runtime: &Runtime,
     request: &megavisor_core::Request,
+    caller: &Caller,
     permit: executor::Permit,
 ) -> Option<Result<megavisor_core::Output>> {
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.run(request)));
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.run_for(request, caller)
+    }));
     drop(permit);
     if ran.is_err() {
         error!("the engine panicked running {:?}", request.tool);
@@ -285,6 +362,14 @@ impl ServeArgs {
             max_clients: self.max_clients,
             ring,
             drain_timeout: self.drain_timeout,
+            hello_timeout: self.hello_timeout,
+            reply_timeout: self.reply_timeout,
+            max_held_bytes: usize::try_from(self.max_held_bytes).map_err(|_| {
+                bad(format!(
+                    "--max-held-bytes {} is too large",
+                    self.max_held_bytes
+                ))
+            })?,
         })
     }
 }

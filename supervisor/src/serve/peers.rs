@@ -39,7 +39,12 @@ mod tests {
     use super::*;
 
     fn peer(uid: u32, gid: u32) -> Peer {
-        Peer { pid: 1, uid, gid }
+        Peer {
+            pid: 1,
+            uid,
+            gid,
+            groups: vec![],
+        }
     }
 
     #[test]
