@@ -57,6 +57,7 @@ pub fn exit_code_for(kind: &str) -> ExitCode {
         "hash_mismatch" | "bad_signature" => 3,
         "connection_lost" => 69,
         "busy" | "shutting_down" => 75,
+        "cancelled" => 130,
         "protocol" => 76,
         "timeout" => 124,
         "memory_limit" => 125,
@@ -95,28 +96,42 @@ pub fn report<E: Into<Failure>>(outcome: Result<Output, E>, as_json: bool) -> Ex
 
 /// Prints a failure as `megavisor: MESSAGE (KIND)` on stderr.
 pub fn print_error(err: &Failure) {
-    eprintln!("megavisor: {} ({})", err.message, err.kind);
+    let line = format!("megavisor: {} ({})\n", err.message, err.kind);
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn pass_through(output: &Output) {
-    // A closed stdout (e.g. `| head`) is not an error worth reporting.
-    let _ = std::io::stdout().write_all(&output.stdout);
-    let _ = std::io::stdout().flush();
+    out(&output.stdout);
     let _ = std::io::stderr().write_all(&output.stderr);
     if output.stdout_truncated() {
-        eprintln!(
-            "megavisor: stdout truncated: kept {} of {} bytes",
+        let note = format!(
+            "megavisor: stdout truncated: kept {} of {} bytes\n",
             output.stdout.len(),
             output.stdout_total
         );
+        let _ = std::io::stderr().write_all(note.as_bytes());
     }
 }
 
 fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    text.push('\n');
+    out(text.as_bytes());
+}
+
+/// `println!` for the CLI's own output, through [`out`]: quiet when the reader has gone.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::render::out(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+pub(crate) use outln;
+
+/// Writes to stdout. A reader that has gone (`| head`) is no error worth a word: what it
+/// did not read was not wanted.
+pub fn out(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes).and_then(|()| stdout.flush());
 }
 
 /// The whole result as JSON. Byte streams are strings when they are UTF-8, and otherwise

@@ -210,3 +210,92 @@ fn ad_hoc_module_needs_a_known_digest_or_allow_unsigned() {
     let out = megavisor(&["run", "--allow-unsigned", "--module", module, "x"], b"");
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `megavisor run ... | head`: the pipe closes before the output is all written.
+    for json in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_megavisor"));
+        command.arg("run");
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .args(["seq", "1", "200000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.is_empty(),
+            "a closed pipe is not worth a word: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_255_passes_through() {
+    let test_bundle = build_dir().join("test-bundle");
+    let bundle = test_bundle.to_str().unwrap();
+    let out = megavisor(&["run", "--bundle", bundle, "exit", "255"], b"");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+}
+
+#[test]
+fn stdin_past_the_limit_is_refused_without_being_read_whole() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_megavisor"))
+        .args(["run", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Fed until megavisor stops reading (it then closes stdin: the write fails).
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut fed = 0u64;
+        while stdin.write_all(&chunk).is_ok() && fed < 200 << 20 {
+            fed += chunk.len() as u64;
+        }
+        fed
+    });
+    let out = child.wait_with_output().unwrap();
+    let fed = feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stdin is larger than the limit"));
+    assert!(fed < 100 << 20, "read {fed} bytes of stdin to refuse it");
+}
+
+#[test]
+fn an_ad_hoc_module_is_held_to_the_memory_limit_given() {
+    // The test megabinary, named for the tool its argv[0] picks.
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("alloc.wasm");
+    std::fs::copy(build_dir().join("guest/testbin.wasm"), &module).unwrap();
+    let out = megavisor(
+        &[
+            "run",
+            "--module",
+            module.to_str().unwrap(),
+            "--allow-unsigned",
+            "--memory",
+            "16M",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("limit is 16777216 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
+}

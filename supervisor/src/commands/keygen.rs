@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use megavisor_core::{ManifestSigner, Result};
 
 use crate::args::KeygenArgs;
+use crate::render::outln;
 
 pub fn run(args: KeygenArgs) -> Result<ExitCode> {
     let mut public = args.out.clone().into_os_string();
     public.push(".pub");
     let signer = ManifestSigner::generate();
     signer.save(&args.out, public.as_ref())?;
-    println!(
+    outln!(
         "key {}: secret {}, public {}",
         signer.public().id(),
         args.out.display(),

@@ -147,15 +147,23 @@ pub fn build_request(tool: &str, args: &[String], flags: &InvokeArgs) -> Result<
     request.execution_id = flags.exec_id.clone();
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
+        // Read up to one byte past the limit, to know it was passed without holding more.
+        let limit = RuntimeOptions::default().max_stdin_bytes;
         let mut bytes = Vec::new();
         stdin
             .lock()
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::Io {
                 path: "<stdin>".into(),
                 action: "read",
                 message: e.to_string(),
             })?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::BadRequest(format!(
+                "stdin is larger than the limit of {limit} bytes; pass large inputs as a mount"
+            )));
+        }
         request.stdin = bytes;
     }
     Ok(request)

@@ -12,6 +12,7 @@ use megavisor_core::pack::{PackEvent, PackSpec, pack};
 use megavisor_core::{EngineOptions, ManifestSigner, Result};
 
 use crate::args::PackArgs;
+use crate::render::outln;
 
 pub fn run(args: PackArgs) -> Result<ExitCode> {
     let signer = ManifestSigner::load(&args.key)?;
@@ -39,7 +40,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         s.stop(0);
     }
     let manifest = manifest?;
-    println!(
+    outln!(
         "bundle {:?} written to {}: {} entries",
         manifest.name,
         args.out.display(),

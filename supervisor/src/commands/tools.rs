@@ -6,12 +6,13 @@ use megavisor_core::Result;
 
 use super::open_runtime;
 use crate::args::ToolsArgs;
+use crate::render::outln;
 
 pub fn run(args: ToolsArgs) -> Result<ExitCode> {
     let runtime = open_runtime(&args.bundle)?;
     if args.json {
         let entries = serde_json::to_string_pretty(runtime.entries()).expect("entries serialize");
-        println!("{entries}");
+        outln!("{entries}");
         return Ok(ExitCode::SUCCESS);
     }
     let width = runtime
@@ -21,7 +22,7 @@ pub fn run(args: ToolsArgs) -> Result<ExitCode> {
         .max()
         .unwrap_or(0);
     for entry in runtime.entries() {
-        println!("{:width$}  {}", entry.name, entry.description);
+        outln!("{:width$}  {}", entry.name, entry.description);
     }
     Ok(ExitCode::SUCCESS)
 }

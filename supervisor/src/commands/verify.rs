@@ -9,25 +9,29 @@ use megavisor_core::{EngineOptions, Result, engine};
 
 use super::trust_policy;
 use crate::args::VerifyArgs;
+use crate::render::outln;
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let bundle = VerifiedBundle::open(&args.bundle, &trust_policy(&args.trust)?)?;
     let manifest = &bundle.manifest;
     match &bundle.authenticity {
-        Authenticity::Signed { key_id } => println!("signature: ok (key {key_id})"),
+        Authenticity::Signed { key_id } => outln!("signature: ok (key {key_id})"),
         Authenticity::Unverified { reason } => {
-            println!("signature: NOT VERIFIED, accepted by --allow-unsigned ({reason})")
+            outln!("signature: NOT VERIFIED, accepted by --allow-unsigned ({reason})")
         }
     }
     for record in [&manifest.megabinary.wasm, &manifest.megabinary.cwasm] {
-        println!(
+        outln!(
             "{}: ok ({} bytes, sha256 {}, blake3 {})",
-            record.file, record.size, record.digests.sha256, record.digests.blake3
+            record.file,
+            record.size,
+            record.digests.sha256,
+            record.digests.blake3
         );
     }
     let this_engine = engine::fingerprint(&engine::build_engine(&EngineOptions::default())?);
     let fits = manifest.megabinary.engine == this_engine;
-    println!(
+    outln!(
         "precompiled for this engine: {}",
         if fits {
             "yes"
@@ -35,7 +39,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
             "no (will be recompiled into the private cache on load)"
         }
     );
-    println!(
+    outln!(
         "bundle {:?}: {} entries: {}",
         manifest.name,
         manifest.entries.len(),
