@@ -6,6 +6,7 @@
 mod client;
 mod grpc;
 mod samples;
+mod soak;
 mod supervisor;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Mode {
     /// One client process of a supervisor case (started by the suite, or by tests with
     /// --check as a correctness load).
     Client(client::ClientArgs),
+    /// One Rust client process of the soak (`bench/soak`).
+    SoakClient(soak::SoakArgs),
 }
 
 struct Sizes {
@@ -59,8 +62,10 @@ struct Sizes {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    if let Some(Mode::Client(client_args)) = args.mode {
-        return client::run(client_args);
+    match args.mode {
+        Some(Mode::Client(client_args)) => return client::run(client_args),
+        Some(Mode::SoakClient(soak_args)) => return soak::run(soak_args),
+        None => {}
     }
     let (Some(bundle), Some(key)) = (args.bundle, args.trusted_key) else {
         return Err("pass --bundle and --trusted-key (bench/run does)".into());
