@@ -18,8 +18,9 @@ PY_PACKAGE   := bindings-python/python/megavisor
 NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
-.PHONY: setup demo test lint rust-test grpc-test python-test node-test c-test header bench \
-	bench-deps stage-bundle python-install python-venv-package node-package node-consumer clean
+.PHONY: setup demo test lint rust-test grpc-test grpc-go-test python-test node-test c-test header bench \
+	bench-deps soak fuzz fuzz-seeds stage-bundle python-install python-venv-package node-package \
+	node-consumer clean
 
 # Everything the demo, the tests and the README's examples need, including the `megavisor`
 # Python package installed into $(PYTHON) and the Node package ready to `npm install`.
@@ -129,6 +130,21 @@ node-test: setup node-consumer
 grpc-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/grpc
 
+# The same API from Go: a grpc-go client generated from the .proto (protoc from Debian's
+# packages, protoc-gen-go and protoc-gen-go-grpc from the Go module proxy) against a real
+# supervisor.
+GOBIN := $(shell go env GOPATH)/bin
+GRPC_GO := tests/grpc-go
+GO_PROTO := Mruntime/v1/driver.proto=megavisor.test/grpcgo/runtimev1,module=megavisor.test/grpcgo
+grpc-go-test: setup
+	command -v protoc >/dev/null || apt-get install -y protobuf-compiler
+	test -x $(GOBIN)/protoc-gen-go || go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	test -x $(GOBIN)/protoc-gen-go-grpc || \
+		go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH=$(GOBIN):$$PATH protoc -Iproto --go_out=$(GRPC_GO) --go_opt=$(GO_PROTO) \
+		--go-grpc_out=$(GRPC_GO) --go-grpc_opt=$(GO_PROTO) proto/runtime/v1/driver.proto
+	cd $(GRPC_GO) && MEGAVISOR_ROOT=$(CURDIR) MEGAVISOR=$(MEGAVISOR) go test -count=1 ./...
+
 # libdriver (bindings-c): the C test and example, compiled with cc against include/driver.h.
 LIBDIR := $(CARGO_TARGET_DIR)/release
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -pthread -Iinclude
@@ -158,9 +174,33 @@ bench-deps: setup python-venv-package node-consumer
 bench: bench-deps
 	bench/run
 
-test: lint rust-test grpc-test python-test node-test c-test
+# 8 client processes (Rust, Python, Node), 10 million mixed calls, every reply checked.
+SOAK_CALLS ?= 10000000
+soak: bench-deps
+	bench/soak --calls $(SOAK_CALLS)
+
+# The fuzz targets of fuzz/ (cargo fuzz, nightly), each for FUZZ_SECONDS, from the seed
+# corpora in fuzz/corpus (new inputs go to build/fuzz/corpus; crashes to fuzz/artifacts).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := manifest arguments frame ring grpc_request allowlist
+fuzz: setup
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(BUILD)/fuzz/corpus/$$target && \
+		CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz run --fuzz-dir fuzz -O \
+			$$target $(BUILD)/fuzz/corpus/$$target fuzz/corpus/$$target \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
+
+# Rewrites the seed corpora from the bundles, entries files and schemas (committed).
+fuzz-seeds: setup $(VENV)/.installed
+	$(VENV)/bin/python fuzz/make_seeds.py
+
+test: lint rust-test grpc-test grpc-go-test python-test node-test c-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
+	bench/soak --calls 200000 --window-ms 1000 > $(BUILD)/soak-quick.jsonl
+	@tail -1 $(BUILD)/soak-quick.jsonl
 
 clean:
 	rm -rf $(BUILD)
