@@ -33,6 +33,18 @@ impl Caller {
         Caller::new(Identity::Process)
     }
 
+    /// This process calling now and waiting for the answer on this thread, so that it
+    /// cannot give up: a caller that costs nothing to make (its token is
+    /// [`CancelToken::never`]).
+    pub fn process_waiting() -> Self {
+        Caller {
+            identity: Identity::Process,
+            received: Instant::now(),
+            deadline: None,
+            cancel: CancelToken::never(),
+        }
+    }
+
     /// `identity` calling now, with no deadline and a fresh cancel token.
     pub fn new(identity: Identity) -> Self {
         Caller {
@@ -71,16 +83,22 @@ pub struct Credentials {
     pub uid: u32,
     /// The peer's effective gid.
     pub gid: u32,
-    /// The peer's supplementary groups.
-    pub groups: Vec<u32>,
+    /// The peer's supplementary groups (shared: every call of a connection carries them).
+    pub groups: Arc<[u32]>,
 }
 
 /// Set when a caller gives up on its call; cheap to clone and to check.
 ///
 /// A token may have a parent (e.g. the connection a call came on): it counts as cancelled
 /// when its parent is.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<CancelState>);
+#[derive(Debug, Clone)]
+pub struct CancelToken(Option<Arc<CancelState>>);
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        CancelToken::new()
+    }
+}
 
 #[derive(Debug, Default)]
 struct CancelState {
@@ -91,30 +109,36 @@ struct CancelState {
 impl CancelToken {
     /// A token not cancelled.
     pub fn new() -> Self {
-        CancelToken::default()
+        CancelToken(Some(Arc::default()))
+    }
+
+    /// A token nobody can cancel ([`CancelToken::cancel`] does nothing to it), for a caller
+    /// that cannot give up; it allocates nothing.
+    pub fn never() -> Self {
+        CancelToken(None)
     }
 
     /// A token cancelled by its own [`CancelToken::cancel`] or by this one's.
     pub fn child(&self) -> Self {
-        CancelToken(Arc::new(CancelState {
+        CancelToken(Some(Arc::new(CancelState {
             cancelled: AtomicBool::new(false),
             parent: Some(self.clone()),
-        }))
+        })))
     }
 
     /// Gives up: whatever runs under this token (and its children) stops.
     pub fn cancel(&self) {
-        self.0.cancelled.store(true, Ordering::Release);
+        if let Some(state) = &self.0 {
+            state.cancelled.store(true, Ordering::Release);
+        }
     }
 
     /// Whether this token or an ancestor was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::Acquire)
-            || self
-                .0
-                .parent
-                .as_ref()
-                .is_some_and(CancelToken::is_cancelled)
+        self.0.as_ref().is_some_and(|state| {
+            state.cancelled.load(Ordering::Acquire)
+                || state.parent.as_ref().is_some_and(CancelToken::is_cancelled)
+        })
     }
 }
 
@@ -131,5 +155,8 @@ mod tests {
         assert!(call.is_cancelled() && !other.is_cancelled() && !connection.is_cancelled());
         connection.cancel();
         assert!(other.is_cancelled());
+        let never = CancelToken::never();
+        never.cancel();
+        assert!(!never.is_cancelled() && !never.child().is_cancelled());
     }
 }

@@ -113,6 +113,11 @@ impl Stop {
         self.limit
     }
 
+    /// Whether the caller has given up (without reading the clock).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Whether the call must stop now, and why.
     pub fn check(&self) -> Option<Stopped> {
         if self.cancel.is_cancelled() {

@@ -352,7 +352,7 @@ mod tests {
         Caller::new(Identity::Peer(Credentials {
             uid,
             gid: uid,
-            groups: vec![],
+            groups: Vec::new().into(),
         }))
     }
 

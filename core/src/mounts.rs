@@ -180,7 +180,7 @@ mod tests {
         Credentials {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
-            groups: vec![],
+            groups: Vec::new().into(),
         }
     }
 

@@ -138,7 +138,7 @@ mod tests {
         let nobody = Credentials {
             uid: 65534,
             gid: 65534,
-            groups: vec![],
+            groups: Vec::new().into(),
         };
         let (entered, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
         std::thread::scope(|s| {

@@ -441,7 +441,7 @@ impl Runtime {
     /// Runs one invocation for this process (an embedded call): an entry of the megabinary,
     /// or a native binary.
     pub fn run(&self, request: &Request) -> Result<Output> {
-        self.run_for(request, &Caller::process())
+        self.run_for(request, &Caller::process_waiting())
     }
 
     /// Runs one invocation for `caller`: its time limit counts from when the call arrived,

@@ -24,15 +24,17 @@ impl Slots {
         }
     }
 
-    /// Waits for a permit, unless the call must stop first (or already has).
+    /// Waits for a permit, unless the call must stop first (or its caller has given up).
     pub fn acquire(&self, stop: &Stop) -> Result<Permit<'_>, Stopped> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
+        // A permit free at once: only a cancellation stops the call before it starts (its
+        // time, spent waiting elsewhere, was watched there; running, it is watched again).
+        if *free > 0 && stop.is_cancelled() {
+            return Err(Stopped::Cancelled);
+        }
+        while *free == 0 {
             if let Some(reason) = stop.check() {
                 return Err(reason);
-            }
-            if *free > 0 {
-                break;
             }
             free = self
                 .released

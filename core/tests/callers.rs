@@ -29,7 +29,7 @@ fn peer(uid: u32) -> Caller {
     Caller::new(Identity::Peer(Credentials {
         uid,
         gid: uid,
-        groups: vec![],
+        groups: Vec::new().into(),
     }))
 }
 

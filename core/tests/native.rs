@@ -324,7 +324,7 @@ fn peer(uid: u32) -> megavisor_core::Caller {
         megavisor_core::Credentials {
             uid,
             gid: uid,
-            groups: vec![],
+            groups: Vec::new().into(),
         },
     ))
 }

@@ -129,7 +129,9 @@ impl Driver {
     /// calls that did not run to an exit (see [`ErrorKind`]).
     pub fn run(&self, call: &Call) -> Result<Output> {
         match &self.mode {
-            Mode::Embedded { runtime, .. } => run_embedded(runtime, call, &Caller::process()),
+            Mode::Embedded { runtime, .. } => {
+                run_embedded(runtime, call, &Caller::process_waiting())
+            }
             Mode::Connected(client) => client.call(call),
         }
     }
