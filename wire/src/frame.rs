@@ -68,6 +68,51 @@ pub fn write_bytes_by(
     fds: &[RawFd],
     deadline: Option<Instant>,
 ) -> Result<(), FrameError> {
+    let wait = match deadline {
+        Some(deadline) => Wait::Until(deadline),
+        None => Wait::Block,
+    };
+    send_frame(socket.as_fd(), body, fds, 0, wait).map(drop)
+}
+
+/// Sends as much of the frame holding `body` as the socket takes now, without waiting, and
+/// returns how many of its bytes (the 4-byte prefix included) are sent: all of them, or the
+/// point from which [`finish_by`] goes on.
+pub fn write_bytes_now(socket: impl AsFd, body: &[u8]) -> Result<usize, FrameError> {
+    send_frame(socket.as_fd(), body, &[], 0, Wait::Never)
+}
+
+/// Sends the rest of a frame of which `sent` bytes went already, by `deadline`.
+pub fn finish_by(
+    socket: impl AsFd,
+    body: &[u8],
+    sent: usize,
+    deadline: Instant,
+) -> Result<(), FrameError> {
+    send_frame(socket.as_fd(), body, &[], sent, Wait::Until(deadline)).map(drop)
+}
+
+/// The bytes of the frame holding `body`, its prefix included.
+pub fn frame_len(body: &[u8]) -> usize {
+    4 + body.len()
+}
+
+/// What a send does when the socket takes no more for now.
+#[derive(Clone, Copy)]
+enum Wait {
+    Block,
+    Until(Instant),
+    Never,
+}
+
+/// Sends the frame holding `body` from its byte `sent` on; returns the bytes sent in all.
+fn send_frame(
+    socket: BorrowedFd<'_>,
+    body: &[u8],
+    fds: &[RawFd],
+    mut sent: usize,
+    wait: Wait,
+) -> Result<usize, FrameError> {
     if body.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {
             len: body.len(),
@@ -75,9 +120,7 @@ pub fn write_bytes_by(
         });
     }
     let prefix = (body.len() as u32).to_le_bytes();
-    let fd = socket.as_fd().as_raw_fd();
-    let total = prefix.len() + body.len();
-    let mut sent = 0;
+    let total = frame_len(body);
     while sent < total {
         let iov = [
             IoSlice::new(&prefix[sent.min(prefix.len())..]),
@@ -89,23 +132,27 @@ pub fn write_bytes_by(
         } else {
             &[]
         };
-        let flags = match deadline {
-            Some(_) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-            None => MsgFlags::MSG_NOSIGNAL,
+        let flags = match wait {
+            Wait::Block => MsgFlags::MSG_NOSIGNAL,
+            Wait::Until(_) | Wait::Never => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         };
-        match sendmsg::<()>(fd, &iov, cmsgs, flags, None) {
+        match sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, flags, None) {
             Ok(n) => sent += n,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EAGAIN) if deadline.is_some() => {
-                wait_until_ready(socket.as_fd(), PollFlags::POLLOUT, deadline, "written")?;
-            }
+            Err(nix::errno::Errno::EAGAIN) => match wait {
+                Wait::Never => return Ok(sent),
+                Wait::Until(deadline) => {
+                    wait_until_ready(socket, PollFlags::POLLOUT, Some(deadline), "written")?;
+                }
+                Wait::Block => return Err(FrameError::Io(io::ErrorKind::WouldBlock.into())),
+            },
             Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => {
                 return Err(FrameError::Closed);
             }
             Err(e) => return Err(FrameError::Io(e.into())),
         }
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// Reads one frame of at most `max_len` bytes and decodes it as `M`, with the file
@@ -344,6 +391,33 @@ mod tests {
             "{outcome:?}"
         );
         assert!(started.elapsed() < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_frame_begun_now_is_finished_later_whole() {
+        let (writer, reader) = UnixStream::pair().unwrap();
+        let big = vec![3u8; 4 << 20];
+        let sent = write_bytes_now(&writer, &big).unwrap();
+        assert!(
+            sent < frame_len(&big),
+            "the socket took {sent} bytes at once"
+        );
+        let finishing = std::thread::spawn(move || {
+            finish_by(
+                &writer,
+                &big,
+                sent,
+                Instant::now() + Duration::from_secs(10),
+            )
+        });
+        assert_eq!(read_bytes(&reader, 8 << 20).unwrap(), vec![3u8; 4 << 20]);
+        finishing.join().unwrap().unwrap();
+        let (writer, reader) = UnixStream::pair().unwrap();
+        assert_eq!(
+            write_bytes_now(&writer, b"small").unwrap(),
+            frame_len(b"small")
+        );
+        assert_eq!(read_bytes(&reader, 100).unwrap(), b"small");
     }
 
     #[test]

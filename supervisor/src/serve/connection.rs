@@ -16,11 +16,11 @@
 //!
 //! When the connection ends, however it ends, every call still running for it is stopped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use megavisor_core::{Caller, CancelToken, Credentials, Identity};
@@ -76,7 +76,7 @@ impl Peer {
         Identity::Peer(Credentials {
             uid: self.uid,
             gid: self.gid,
-            groups: self.groups.clone(),
+            groups: self.groups.as_slice().into(),
         })
     }
 }
@@ -153,14 +153,29 @@ impl Replies {
     }
 }
 
-/// A socket connection's replies, written by a thread of their own.
+/// A socket connection's replies. A reply is sent at once, without waiting, when nothing is
+/// queued before it; what the socket does not take at once (and what comes after it) goes
+/// to the connection's writer thread, which gives the client `--reply-timeout` per reply.
 struct SocketWriter {
-    queue: mpsc::Sender<(Vec<u8>, Hold)>,
+    state: Mutex<Writing>,
+    /// Signalled when a reply is queued or the connection goes.
+    queued: Condvar,
+}
+
+#[derive(Default)]
+struct Writing {
+    /// Replies waiting for the writer thread: bytes, how much of each frame went already,
+    /// and the budget each holds until it is gone.
+    queue: VecDeque<(Vec<u8>, usize, Hold)>,
+    /// The writer thread has a reply in hand.
+    busy: bool,
+    /// The connection has gone: the writer thread ends.
+    closed: bool,
 }
 
 enum Link {
     Ring(ServerRing),
-    Socket(SocketWriter),
+    Socket(Arc<SocketWriter>),
 }
 
 /// What the reader and the guest threads share about one connection.
@@ -182,8 +197,19 @@ pub struct Connection {
     patience: Duration,
     /// Cancelled when the connection ends: its calls' tokens are children of it.
     gone: CancelToken,
-    /// The cancel tokens of the calls in flight, by message id, for `Cancel` messages.
-    calls: Mutex<HashMap<u64, CancelToken>>,
+    /// The cancel tokens of the calls in flight, by message id, for `Cancel` messages (at
+    /// most the in-flight limit of them: a scan beats hashing).
+    calls: Mutex<Vec<(u64, CancelToken)>>,
+}
+
+impl Drop for Connection {
+    /// The last of the connection (its reader, or the last call answering it) lets the
+    /// writer thread go.
+    fn drop(&mut self) {
+        if let Link::Socket(writer) = &self.link {
+            writer.close();
+        }
+    }
 }
 
 /// Serves one accepted connection until the client leaves or misbehaves.
@@ -344,7 +370,7 @@ fn handshake(
         max_reply,
         patience: config.reply_timeout,
         gone: CancelToken::new(),
-        calls: Mutex::new(HashMap::new()),
+        calls: Mutex::new(Vec::new()),
     })
 }
 
@@ -406,31 +432,93 @@ fn create_ring(
     ))
 }
 
-/// Starts the thread that writes a socket connection's replies, each by its deadline; a
-/// client too slow to take one is disconnected (and the replies queued behind it dropped).
+/// Starts the thread that writes what a socket connection's replies could not send at once,
+/// each by its deadline; a client too slow to take one is disconnected (and the replies
+/// queued behind it dropped).
 fn start_writer(
     socket: &UnixStream,
     label: &str,
     timeout: Duration,
-) -> std::io::Result<SocketWriter> {
+) -> std::io::Result<Arc<SocketWriter>> {
+    let writer = Arc::new(SocketWriter {
+        state: Mutex::new(Writing::default()),
+        queued: Condvar::new(),
+    });
     let socket = socket.try_clone()?;
-    let (queue, replies) = mpsc::channel::<(Vec<u8>, Hold)>();
     let label = label.to_owned();
+    let thread_writer = writer.clone();
     std::thread::Builder::new()
         .name("mv-reply-writer".into())
         .spawn(move || {
-            for (bytes, _held) in replies.iter() {
+            let writer = thread_writer;
+            let mut state = writer.state.lock().expect("writer lock");
+            loop {
+                let Some((bytes, sent, held)) = state.queue.pop_front() else {
+                    state.busy = false;
+                    if state.closed {
+                        return;
+                    }
+                    state = writer.queued.wait(state).expect("writer lock");
+                    continue;
+                };
+                state.busy = true;
+                drop(state);
                 let deadline = Instant::now() + timeout;
-                if let Err(e) = frame::write_bytes_by(&socket, &bytes, &[], Some(deadline)) {
+                let written = frame::finish_by(&socket, &bytes, sent, deadline);
+                drop(held);
+                state = writer.state.lock().expect("writer lock");
+                if let Err(e) = written {
                     info!("{label}: a reply could not be delivered ({e}); disconnecting");
                     let _ = socket.shutdown(std::net::Shutdown::Both);
-                    // The rest of the queue is dropped as it comes, releasing its bytes.
-                    for _ in replies.iter() {}
-                    return;
+                    state.queue.clear();
+                    state.closed = true;
                 }
             }
         })?;
-    Ok(SocketWriter { queue })
+    Ok(writer)
+}
+
+impl SocketWriter {
+    /// Sends `bytes` (one reply), at once if it can, else through the writer thread.
+    fn send(
+        &self,
+        socket: &UnixStream,
+        bytes: Vec<u8>,
+        budget: &Arc<Budget>,
+    ) -> Result<(), String> {
+        let mut state = self.state.lock().expect("writer lock");
+        if state.closed {
+            return Err("the reply writer has stopped".to_owned());
+        }
+        let mut sent = 0;
+        if !state.busy && state.queue.is_empty() {
+            // Nothing before it: the socket takes it now, or takes part of it.
+            sent = frame::write_bytes_now(socket, &bytes).map_err(|e| e.to_string())?;
+            if sent == frame::frame_len(&bytes) {
+                return Ok(());
+            }
+        }
+        let held = budget.hold(bytes.len());
+        state.queue.push_back((bytes, sent, held));
+        drop(state);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Lets the writer thread end once it has written what is queued.
+    fn close(&self) {
+        self.state.lock().expect("writer lock").closed = true;
+        self.queued.notify_one();
+    }
+}
+
+/// A message taken from the client.
+struct Taken {
+    bytes: Vec<u8>,
+    /// Whether more of its messages are waiting already.
+    more_pending: bool,
+    /// Its replies it has not read yet (on the ring), which count against its limit.
+    unread_replies: u32,
 }
 
 /// Takes calls off the request ring until the client goes or breaks the rules.
@@ -444,11 +532,11 @@ fn read_ring(
     // When the reader began looking for the next call, and how long it may look.
     let mut looking: Option<(Instant, Duration)> = None;
     loop {
-        if let Some((bytes, more_pending)) = connection.take_message(link)? {
+        if let Some(taken) = connection.take_message(link)? {
             if let Some((since, _)) = looking.take() {
                 patience.found_while_looking(since.elapsed());
             }
-            handle(shared, connection, bytes, None, more_pending)?;
+            handle(shared, connection, taken, None)?;
             continue;
         }
         // A client usually sends its next call right after its last reply: look for it a
@@ -461,11 +549,11 @@ fn read_ring(
         ring.announce_sleep(Direction::Request);
         // Look once more after announcing: a request published before the flag was seen
         // would otherwise wait for the next one.
-        if let Some((bytes, more_pending)) = connection.take_message(link)? {
+        if let Some(taken) = connection.take_message(link)? {
             ring.cancel_sleep(Direction::Request);
             looking = None;
             patience.slept();
-            handle(shared, connection, bytes, None, more_pending)?;
+            handle(shared, connection, taken, None)?;
             continue;
         }
         // Spilled replies still held: wake now and then to give their memory back once
@@ -507,8 +595,12 @@ pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
     // others.
     for _ in 0..connection.max_in_flight {
         match connection.take_message(link) {
-            Ok(Some((bytes, _))) => {
-                if let Err(violation) = handle(shared, connection, bytes, None, true) {
+            Ok(Some(taken)) => {
+                let taken = Taken {
+                    more_pending: true,
+                    ..taken
+                };
+                if let Err(violation) = handle(shared, connection, taken, None) {
                     warn!("{}: {violation}", connection.label);
                     connection.gone.cancel();
                     let _ = connection.socket.shutdown(std::net::Shutdown::Both);
@@ -564,20 +656,28 @@ fn read_socket(shared: &Arc<Shared>, connection: &Arc<Connection>) -> Result<(),
             connection.refuse_unread(&bytes, shared.budget.refusal(len))?;
             continue;
         }
-        handle(shared, connection, bytes, hold, false)?;
+        let taken = Taken {
+            bytes,
+            more_pending: false,
+            unread_replies: 0,
+        };
+        handle(shared, connection, taken, hold)?;
     }
 }
 
 /// Decodes one client message and answers it, or hands it to the guest threads, which
-/// answer it. `hold` is the budget its bytes hold already (socket frames), if any;
-/// `more_pending` says whether further calls from this client are already waiting.
+/// answer it. `hold` is the budget its bytes hold already (socket frames), if any.
 fn handle(
     shared: &Arc<Shared>,
     connection: &Arc<Connection>,
-    bytes: Vec<u8>,
+    taken: Taken,
     hold: Option<Hold>,
-    more_pending: bool,
 ) -> Result<(), String> {
+    let Taken {
+        bytes,
+        more_pending,
+        unread_replies,
+    } = taken;
     let received = Instant::now();
     let message = proto::ClientMessage::decode(bytes.as_slice())
         .map_err(|e| format!("malformed message: {e}"))?;
@@ -585,19 +685,20 @@ fn handle(
     let call = match message.body {
         None => return Err(format!("message {id} has no body")),
         Some(client_message::Body::Cancel(_)) => {
-            if let Some(call) = connection.calls.lock().expect("calls lock").get(&id) {
+            let calls = connection.calls.lock().expect("calls lock");
+            if let Some((_, call)) = calls.iter().find(|(call, _)| *call == id) {
                 call.cancel();
             }
             return Ok(());
         }
         Some(client_message::Body::ListTools(_)) => {
-            connection.admit()?;
+            connection.admit(unread_replies)?;
             let tools = convert::tool_list(&shared.runtime());
             return connection.answer(id, server_message::Body::Tools(tools));
         }
         Some(client_message::Body::Call(call)) => call,
     };
-    connection.admit()?;
+    connection.admit(unread_replies)?;
     let refuse = |kind, message: String| {
         connection.answer(
             id,
@@ -624,7 +725,7 @@ fn handle(
         .calls
         .lock()
         .expect("calls lock")
-        .insert(id, cancel.clone());
+        .push((id, cancel.clone()));
     let caller = Caller {
         identity: connection.identity.clone(),
         received,
@@ -647,17 +748,10 @@ fn handle(
             )),
         };
         drop(hold);
-        job_connection.calls.lock().expect("calls lock").remove(&id);
+        job_connection.forget_call(id);
         // A failed reply has already closed the connection; nothing more to do here.
         let _ = job_connection.answer(id, body);
     });
-    let job = match job {
-        Ok(job) => job,
-        Err(err) => {
-            connection.calls.lock().expect("calls lock").remove(&id);
-            return connection.answer(id, server_message::Body::Failure(convert::failure(&err)));
-        }
-    };
     let submitted = if run_here {
         connection
             .running_here_since
@@ -670,7 +764,7 @@ fn handle(
         shared.executor.submit(job)
     };
     if let Err(busy) = submitted {
-        connection.calls.lock().expect("calls lock").remove(&id);
+        connection.forget_call(id);
         return refuse(proto::ErrorKind::Busy, busy.to_string());
     }
     Ok(())
@@ -678,35 +772,39 @@ fn handle(
 
 impl Connection {
     /// Takes the next message off the request ring, if there is one; with it, whether more
-    /// are waiting.
-    fn take_message(&self, link: &ServerRing) -> Result<Option<(Vec<u8>, bool)>, String> {
+    /// are waiting and how many replies the client has not read.
+    fn take_message(&self, link: &ServerRing) -> Result<Option<Taken>, String> {
         let ring = &link.ring;
         let mut consumer = link.consumer.lock().expect("request consumer lock");
-        link.replies
-            .lock()
-            .expect("reply ring lock")
-            .reclaim(ring)?;
+        let unread_replies = {
+            let mut replies = link.replies.lock().expect("reply ring lock");
+            replies.reclaim(ring)?;
+            replies.producer.in_use(ring).map_err(|v| v.to_string())?
+        };
         let Some(bytes) = consumer.pop(ring).map_err(|v| v.to_string())? else {
             return Ok(None);
         };
         let more_pending = consumer.available(ring).map_err(|v| v.to_string())? > 0;
-        Ok(Some((bytes, more_pending)))
+        Ok(Some(Taken {
+            bytes,
+            more_pending,
+            unread_replies,
+        }))
     }
 
-    /// Counts a call (or tool list) taken from the client against its in-flight limit. A
-    /// client that keeps to the limit it was given never passes it: one that does has sent
-    /// more than its reply ring is sure to hold, and is disconnected.
-    fn admit(&self) -> Result<(), String> {
-        let unread = match &self.link {
-            Link::Ring(link) => link
-                .replies
-                .lock()
-                .expect("reply ring lock")
-                .producer
-                .in_use(&link.ring)
-                .map_err(|v| v.to_string())?,
-            Link::Socket(_) => 0,
-        };
+    /// Forgets a call's cancel token once it is answered.
+    fn forget_call(&self, id: u64) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        if let Some(at) = calls.iter().position(|(call, _)| *call == id) {
+            calls.swap_remove(at);
+        }
+    }
+
+    /// Counts a call (or tool list) taken from the client against its in-flight limit, with
+    /// `unread` of its replies not read yet. A client that keeps to the limit it was given
+    /// never passes it: one that does has sent more than its reply ring is sure to hold, and
+    /// is disconnected.
+    fn admit(&self, unread: u32) -> Result<(), String> {
         let unanswered = self.unanswered.fetch_add(1, Ordering::SeqCst);
         if unanswered + unread >= self.max_in_flight {
             return Err(format!(
@@ -720,7 +818,7 @@ impl Connection {
     /// Answers a socket frame that was not read for want of budget: a call is refused as
     /// `busy`. The frame's first bytes hold its id (field 1 comes first).
     fn refuse_unread(&self, head: &[u8], refusal: String) -> Result<(), String> {
-        self.admit()?;
+        self.admit(0)?;
         let id = message_id(head).ok_or("a frame that does not start with a message id")?;
         self.answer(
             id,
@@ -773,13 +871,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            Link::Socket(writer) => {
-                let held = self.budget.hold(bytes.len());
-                writer
-                    .queue
-                    .send((bytes, held))
-                    .map_err(|_| "the reply writer has stopped".to_owned())
-            }
+            Link::Socket(writer) => writer.send(&self.socket, bytes, &self.budget),
         }
     }
 }

@@ -23,16 +23,16 @@ use super::seccomp::GuestFilter;
 /// thread off the CPU.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
-/// One unit of guest work: it runs with its permit (dropping it when the engine is done,
-/// then replying), or, when its end comes while it waits, answers for itself without
+/// One unit of guest work: a call that runs with its permit (dropping it when the engine is
+/// done, then replying), or, when its end comes while it waits, answers for itself without
 /// running.
-pub struct Job {
-    /// When the call must end.
-    pub stop: Stop,
+pub trait Job: Send + 'static {
+    /// When the call must end (asked only of a job that waits in the queue).
+    fn stop(&self) -> Stop;
     /// Runs the call and replies.
-    pub run: Box<dyn FnOnce(Permit) + Send>,
-    /// Replies that the call ended, for this reason, before it started.
-    pub ended: Box<dyn FnOnce(Stopped) + Send>,
+    fn run(self: Box<Self>, permit: Permit);
+    /// Replies that the call ended, for `reason`, before it started.
+    fn ended(self: Box<Self>, reason: Stopped);
 }
 
 /// A call's hold on the pool's capacity; dropping it frees the place.
@@ -46,20 +46,21 @@ impl Drop for Permit {
 
 /// A job in the queue, with its place in the pool and in the count of calls outstanding.
 struct Queued {
-    job: Job,
+    job: Box<dyn Job>,
+    stop: Stop,
     permit: Permit,
     outstanding: Arc<AtomicUsize>,
 }
 
 impl Waiting for Queued {
     fn stop(&self) -> &Stop {
-        &self.job.stop
+        &self.stop
     }
 
     fn stopped(self, reason: Stopped) {
         drop(self.permit);
         guarded("answer a call that ended while queued", || {
-            (self.job.ended)(reason)
+            self.job.ended(reason)
         });
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
@@ -113,8 +114,9 @@ impl Executor {
                             job,
                             permit,
                             outstanding,
+                            ..
                         } = queued;
-                        guarded("run a call", || (job.run)(permit));
+                        guarded("run a call", || job.run(permit));
                         outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
                 })?;
@@ -136,17 +138,18 @@ impl Executor {
 
     /// Runs `job` on the calling thread (which must be under the guest filter), counted
     /// against the same limit as queued jobs.
-    pub fn run_here(&self, job: Job) -> Result<(), Busy> {
+    pub fn run_here(&self, job: Box<dyn Job>) -> Result<(), Busy> {
         let (permit, _) = self.reserve()?;
-        guarded("run a call", || (job.run)(permit));
+        guarded("run a call", || job.run(permit));
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
 
     /// Queues `job`, or refuses it when the workers are all busy and the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), Busy> {
+    pub fn submit(&self, job: Box<dyn Job>) -> Result<(), Busy> {
         let (permit, before) = self.reserve()?;
         let queued = Queued {
+            stop: job.stop(),
             job,
             permit,
             outstanding: self.outstanding.clone(),

@@ -11,9 +11,10 @@ const SLACK: usize = 16;
 
 /// `message` encoded in at most `limit` bytes.
 pub fn encode_within(mut message: proto::ServerMessage, limit: usize) -> Vec<u8> {
-    let len = message.encoded_len();
+    let encoded = message.encode_to_vec();
+    let len = encoded.len();
     if len <= limit {
-        return message.encode_to_vec();
+        return encoded;
     }
     let output = match &mut message.body {
         Some(server_message::Body::Output(output)) => Some(output),

@@ -145,8 +145,7 @@ impl RuntimeDriver for Driver {
         let (done, outcome) = tokio::sync::oneshot::channel();
         let job = super::call_job(runtime.clone(), call, caller, move |delivered| {
             let _ = done.send(delivered);
-        })
-        .map_err(|e| error_status(&e))?;
+        });
         self.shared
             .executor
             .submit(job)

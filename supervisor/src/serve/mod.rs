@@ -266,33 +266,50 @@ fn call_job(
     request: megavisor_core::Request,
     caller: Caller,
     deliver: impl FnOnce(Delivered) + Send + 'static,
-) -> Result<executor::Job> {
-    let stop = megavisor_core::Stop::new(&caller, runtime.time_limit(&request)?);
-    // One of the job's two ways out delivers; the other is dropped unused.
-    let deliver = Arc::new(std::sync::Mutex::new(Some(deliver)));
-    let (delivers_run, delivers_end) = (deliver.clone(), deliver);
-    let take = |deliver: &std::sync::Mutex<Option<_>>| deliver.lock().expect("deliver lock").take();
-    let ended_stop = stop.clone();
-    let tool = match &request.tool {
-        megavisor_core::ToolRef::Name(name) | megavisor_core::ToolRef::Digest(name) => name.clone(),
-        megavisor_core::ToolRef::Native(path) => path.display().to_string(),
-    };
-    let execution_id = request.execution_id.clone();
-    Ok(executor::Job {
-        stop,
-        run: Box::new(move |permit| {
-            let outcome = run_call(&runtime, &request, &caller, permit);
-            if let Some(deliver) = take(&delivers_run) {
-                deliver(outcome);
-            }
-        }),
-        ended: Box::new(move |reason| {
-            let error = ended_stop.ended_before_start(reason, &tool, execution_id);
-            if let Some(deliver) = take(&delivers_end) {
-                deliver(Some(Err(error)));
-            }
-        }),
+) -> Box<dyn executor::Job> {
+    Box::new(CallJob {
+        runtime,
+        request,
+        caller,
+        deliver,
     })
+}
+
+/// See [`call_job`].
+struct CallJob<F> {
+    runtime: Arc<Runtime>,
+    request: megavisor_core::Request,
+    caller: Caller,
+    deliver: F,
+}
+
+impl<F: FnOnce(Delivered) + Send + 'static> executor::Job for CallJob<F> {
+    fn stop(&self) -> megavisor_core::Stop {
+        // A request whose limit cannot be settled fails at once when it runs; while it
+        // waits, the runtime's own maximum is as long as it may wait.
+        let limit = self
+            .runtime
+            .time_limit(&self.request)
+            .unwrap_or(megavisor_core::RuntimeOptions::default().max_timeout);
+        megavisor_core::Stop::new(&self.caller, limit)
+    }
+
+    fn run(self: Box<Self>, permit: executor::Permit) {
+        let outcome = run_call(&self.runtime, &self.request, &self.caller, permit);
+        (self.deliver)(outcome);
+    }
+
+    fn ended(self: Box<Self>, reason: megavisor_core::Stopped) {
+        let tool = match &self.request.tool {
+            megavisor_core::ToolRef::Name(name) | megavisor_core::ToolRef::Digest(name) => {
+                name.clone()
+            }
+            megavisor_core::ToolRef::Native(path) => path.display().to_string(),
+        };
+        let id = self.request.execution_id.clone();
+        let error = self.stop().ended_before_start(reason, &tool, id);
+        (self.deliver)(Some(Err(error)));
+    }
 }
 
 /// Runs a call on the engine for `caller`, then frees its place in the pool before anything
