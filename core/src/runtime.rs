@@ -103,6 +103,12 @@ struct Invocation {
     stopped: Option<Stopped>,
 }
 
+/// A store's WASI context (one function for every linker, so that WASI's host functions are
+/// compiled once for it).
+fn wasi_of(invocation: &mut Invocation) -> &mut WasiP1Ctx {
+    &mut invocation.wasi
+}
+
 impl Stoppable for Invocation {
     fn stop(&self) -> Option<&Stop> {
         self.stop.as_ref()
@@ -289,7 +295,7 @@ impl Runtime {
     ) -> Result<Self> {
         let linking = Instant::now();
         let mut linker: Linker<Invocation> = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
+        p1::add_to_linker_sync(&mut linker, wasi_of)
             .map_err(|e| Error::Engine(format!("cannot link WASI: {e:#}")))?;
         // WASI's own proc_exit turns statuses of 126 and above into a trap; a process may
         // exit with any status up to 255, as on Unix (and only its low byte counts).
@@ -305,7 +311,7 @@ impl Runtime {
             .map_err(|e| Error::Engine(format!("cannot link proc_exit: {e:#}")))?;
         linker.allow_shadowing(false);
         let mut wasi = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut wasi, |s: &mut Invocation| &mut s.wasi)
+        p1::add_to_linker_sync(&mut wasi, wasi_of)
             .and_then(|()| sleep::link(&mut linker, wasi))
             .map_err(|e| Error::Engine(format!("cannot link poll_oneoff: {e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| {
