@@ -8,8 +8,16 @@ use crate::epoch::{Stop, Stopped};
 
 /// Bounded permits to run an instance.
 pub struct Slots {
-    free: Mutex<u32>,
+    count: Mutex<Count>,
+    /// Signalled when a permit is released while a call waits for one.
     released: Condvar,
+}
+
+struct Count {
+    free: u32,
+    /// Calls waiting for a permit: a release signals only when there are (a signal costs a
+    /// futex call, on every call, even when nobody waits).
+    waiting: u32,
 }
 
 /// One permit; released on drop.
@@ -19,37 +27,47 @@ impl Slots {
     /// `count` permits.
     pub fn new(count: u32) -> Self {
         Slots {
-            free: Mutex::new(count),
+            count: Mutex::new(Count {
+                free: count,
+                waiting: 0,
+            }),
             released: Condvar::new(),
         }
     }
 
     /// Waits for a permit, unless the call must stop first (or its caller has given up).
     pub fn acquire(&self, stop: &Stop) -> Result<Permit<'_>, Stopped> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
         // A permit free at once: only a cancellation stops the call before it starts (its
         // time, spent waiting elsewhere, was watched there; running, it is watched again).
-        if *free > 0 && stop.is_cancelled() {
+        if count.free > 0 && stop.is_cancelled() {
             return Err(Stopped::Cancelled);
         }
-        while *free == 0 {
+        while count.free == 0 {
             if let Some(reason) = stop.check() {
                 return Err(reason);
             }
-            free = self
+            count.waiting += 1;
+            count = self
                 .released
-                .wait_timeout(free, stop.next_look())
+                .wait_timeout(count, stop.next_look())
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            count.waiting -= 1;
         }
-        *free -= 1;
+        count.free -= 1;
         Ok(Permit(self))
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.released.notify_one();
+        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        count.free += 1;
+        let wake = count.waiting > 0;
+        drop(count);
+        if wake {
+            self.0.released.notify_one();
+        }
     }
 }
