@@ -299,10 +299,14 @@ fn read_exact(
 ) -> Result<(), FrameError> {
     let fd = socket.as_raw_fd();
     let mut filled = 0;
+    // With a deadline each read only takes what is there (`MSG_DONTWAIT`, a flag of the call
+    // and not of the socket, which the peer may share), and waits with a timeout only when
+    // nothing is: a body that came with its prefix costs no `poll`.
+    let flags = match deadline {
+        Some(_) => MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        None => MsgFlags::MSG_CMSG_CLOEXEC,
+    };
     while filled < buf.len() {
-        if deadline.is_some() {
-            wait_until_ready(socket, PollFlags::POLLIN, deadline, "read")?;
-        }
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf[filled..])];
         let control = if fds.is_some() {
@@ -310,9 +314,13 @@ fn read_exact(
         } else {
             None
         };
-        let msg = match recvmsg::<()>(fd, &mut iov, control, MsgFlags::MSG_CMSG_CLOEXEC) {
+        let msg = match recvmsg::<()>(fd, &mut iov, control, flags) {
             Ok(msg) => msg,
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                wait_until_ready(socket, PollFlags::POLLIN, deadline, "read")?;
+                continue;
+            }
             Err(nix::errno::Errno::ECONNRESET) => return Err(FrameError::Closed),
             Err(e) => return Err(FrameError::Io(e.into())),
         };
@@ -337,6 +345,9 @@ fn read_exact(
             return Err(FrameError::Closed);
         }
         filled += received;
+        if filled < buf.len() && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Err(FrameError::TimedOut("read"));
+        }
     }
     Ok(())
 }
