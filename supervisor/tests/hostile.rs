@@ -13,11 +13,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Supervisor, bundle, raw_ring_connection, test_bundle, wait_until};
+use common::{
+    Supervisor, bundle, raw_ring_connection, raw_socket_connection, test_bundle, wait_until,
+};
 use megavisor_client::{Call, Client, ConnectOptions, ErrorKind, Transport};
 use megavisor_wire::proto::{self, client_message, server_message};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use prost::Message;
 
 const NOBODY: u32 = 65534;
@@ -127,23 +130,6 @@ fn a_client_cannot_block_the_supervisor_through_its_doorbells() {
     served_quickly(&bystander, "after eight bells filled and dropped");
 }
 
-/// A raw socket-transport connection, after its handshake.
-fn socket_connection(socket: &Path) -> UnixStream {
-    let stream = UnixStream::connect(socket).unwrap();
-    let hello = proto::Hello {
-        protocol_version: megavisor_wire::PROTOCOL_VERSION,
-        transport: proto::Transport::Socket as i32,
-        client: "slow".into(),
-    };
-    megavisor_wire::frame::write(&stream, &hello, &[]).unwrap();
-    let welcome: proto::Welcome = megavisor_wire::frame::read(&stream, "welcome", 1 << 16).unwrap();
-    assert!(matches!(
-        welcome.outcome,
-        Some(proto::welcome::Outcome::Accepted(_))
-    ));
-    stream
-}
-
 #[test]
 fn a_socket_client_that_stops_reading_holds_no_guest_thread_and_is_dropped() {
     let supervisor = Supervisor::start(
@@ -151,7 +137,7 @@ fn a_socket_client_that_stops_reading_holds_no_guest_thread_and_is_dropped() {
         &["--max-concurrency", "1", "--reply-timeout", "500ms"],
     );
     // Asks for 5 MB of output, and never reads a byte of it.
-    let slow = socket_connection(&supervisor.socket);
+    let slow = raw_socket_connection(&supervisor.socket);
     let call = proto::ClientMessage {
         id: 1,
         body: Some(client_message::Body::Call(proto::Call {
@@ -161,8 +147,10 @@ fn a_socket_client_that_stops_reading_holds_no_guest_thread_and_is_dropped() {
         })),
     };
     megavisor_wire::frame::write(&slow, &call, &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    // The one guest thread is free: its reply waits with the connection's writer.
+    // Its reply begins to arrive once the call is done (however long the machine takes).
+    let mut arriving = [PollFd::new(slow.as_fd(), PollFlags::POLLIN)];
+    assert_eq!(poll(&mut arriving, PollTimeout::from(30_000u16)), Ok(1));
+    // The one guest thread is free: the rest of the reply waits with the connection's writer.
     let bystander = supervisor.client();
     for _ in 0..20 {
         served_quickly(&bystander, "while a reader does not read");

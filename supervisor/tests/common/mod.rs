@@ -162,14 +162,17 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
-/// Connects without the client library and returns the socket, the ring's memfd and the
-/// client's end of the doorbell.
-pub fn raw_ring_connection(socket: &Path) -> (UnixStream, OwnedFd, OwnedFd, proto::RingGeometry) {
+/// Connects without the client library and says hello for `transport`; returns the socket,
+/// what the supervisor accepted, and the descriptors that came with it.
+fn raw_handshake(
+    socket: &Path,
+    transport: proto::Transport,
+) -> (UnixStream, proto::Accepted, Vec<OwnedFd>) {
     let stream = UnixStream::connect(socket).unwrap();
     let hello = proto::Hello {
         protocol_version: megavisor_wire::PROTOCOL_VERSION,
-        transport: proto::Transport::Ring as i32,
-        client: "corrupter".into(),
+        transport: transport as i32,
+        client: "raw".into(),
     };
     megavisor_wire::frame::write(&stream, &hello, &[]).unwrap();
     let (welcome, fds) =
@@ -178,8 +181,20 @@ pub fn raw_ring_connection(socket: &Path) -> (UnixStream, OwnedFd, OwnedFd, prot
     let Some(proto::welcome::Outcome::Accepted(accepted)) = welcome.outcome else {
         panic!("refused: {welcome:?}");
     };
+    (stream, accepted, fds)
+}
+
+/// Connects without the client library and returns the socket, the ring's memfd and the
+/// client's end of the doorbell.
+pub fn raw_ring_connection(socket: &Path) -> (UnixStream, OwnedFd, OwnedFd, proto::RingGeometry) {
+    let (stream, accepted, fds) = raw_handshake(socket, proto::Transport::Ring);
     let mut fds = fds.into_iter();
     let memfd = fds.next().unwrap();
     let doorbell = fds.next().unwrap();
     (stream, memfd, doorbell, accepted.ring.unwrap())
+}
+
+/// A socket-transport connection without the client library, after its handshake.
+pub fn raw_socket_connection(socket: &Path) -> UnixStream {
+    raw_handshake(socket, proto::Transport::Socket).0
 }
