@@ -10,9 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module};
 
 use crate::bundle::VerifiedBundle;
 use crate::error::{Error, Result};
@@ -43,39 +41,21 @@ impl Default for EngineOptions {
     }
 }
 
-/// Builds the engine: Cranelift, pooling allocator, copy-on-write memory images, epoch
-/// interruption, and no wasm backtraces (capturing one costs microseconds per trap or exit).
+/// Builds the engine: Cranelift, the pool's allocator (see [`crate::pool`]), copy-on-write
+/// memory images, epoch interruption, and no wasm backtraces (capturing one costs
+/// microseconds per trap or exit).
 pub fn build_engine(options: &EngineOptions) -> Result<Engine> {
-    // One slot beyond the concurrency limit for the start-up warm-up instance.
-    let slots = options.max_concurrency + 1;
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_core_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots)
-        .total_stacks(slots)
-        .max_memory_size(options.max_memory_bytes as usize)
-        // Reset the first pages with memset instead of madvise: the next invocation then
-        // finds its stack and heap pages resident instead of faulting them in again.
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_BYTES)
-        // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), reset only the pages the guest
-        // dirtied. Measured: `true` p50 16-18 µs -> 10.3 µs, and the supervisor's ring round
-        // trip 25 µs -> 13 µs (bench/README.md).
-        .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(
+            crate::pool::allocation(options),
+        ))
         .memory_init_cow(true)
         .epoch_interruption(true)
         .consume_fuel(options.fuel)
         .wasm_backtrace_max_frames(None);
     Engine::new(&config).map_err(|e| Error::Engine(format!("cannot build engine: {e:#}")))
 }
-
-/// Bytes of each slot reset by memset and kept resident. Measured with the default
-/// megabinary (128 KiB stack): 256 KiB gave `true` p50 16.0 µs; 512 KiB 17.6 µs (more memset
-/// on reset); 2 MiB 21 µs; 0 (madvise everything) 21 µs (page faults on every call).
-const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 
 /// A stable hex fingerprint of everything that makes compiled code compatible with `engine`.
 pub fn fingerprint(engine: &Engine) -> String {

@@ -219,17 +219,6 @@ impl Error {
         }
     }
 
-    pub(crate) fn partial_output_mut(&mut self) -> Option<&mut Output> {
-        match self {
-            Error::Timeout { partial, .. }
-            | Error::DeadlineExceeded { partial, .. }
-            | Error::Cancelled { partial, .. }
-            | Error::MemoryLimit { partial, .. }
-            | Error::Trap { partial, .. } => Some(partial),
-            _ => None,
-        }
-    }
-
     /// Whether this failure is the tool's own answer to its request, to be replayed for its
     /// execution id: not a failure of the host, nor a stop its caller (or the queue) caused.
     pub(crate) fn is_answer(&self) -> bool {

@@ -8,7 +8,9 @@
 //! - [`signing`]: Ed25519 signatures over the manifest bytes, and the operator's trust policy;
 //! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
 //! - [`engine`]: the Wasmtime engine, its fingerprint, and loading the AOT module safely;
-//! - [`runtime`]: the warm pool and one fresh WASI sandbox per invocation;
+//! - [`runtime`]: serving a call: resolving its tool, idempotency, admission (the limits
+//!   every call shares), and one backend to run it: the warm pool of fresh WASI instances
+//!   or a native process;
 //! - [`caller`]: who a call is for and how long its caller waits (identity, deadline,
 //!   cancellation), and [`mounts`]: which host directories a peer's call may see;
 //! - [`native`]: allowlisted native binaries, run behind the same API;
@@ -29,8 +31,10 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod arguments;
 mod artifacts;
+mod backend;
 pub mod bundle;
 pub mod caller;
 pub mod capability;
@@ -45,13 +49,14 @@ pub mod mounts;
 pub mod native;
 pub mod pack;
 mod peer_access;
+mod pool;
 pub mod queue;
 mod request;
 mod result;
 pub mod runtime;
 pub mod signing;
 mod sleep;
-mod slots;
+mod wasm;
 
 pub use caller::{Caller, CancelToken, Credentials, Identity};
 pub use capability::{Access, Capability};

@@ -10,6 +10,8 @@
 
 pub mod allowlist;
 pub mod cgroup;
+mod direct;
+mod jailed;
 mod process;
 pub mod sandbox;
 
@@ -22,12 +24,13 @@ pub use sandbox::{Namespaces, Rlimits, SandboxOptions};
 
 use cgroup::Hierarchies;
 
-use crate::artifacts;
-use crate::caller::Credentials;
-use crate::epoch::{Stop, Stopped};
+use crate::backend::{Backend, Call, Ending, Ran};
+use crate::caller::{Caller, Credentials};
+use crate::epoch::Stopped;
 use crate::error::{Error, Result};
+use crate::peer_access::AsPeer;
 use crate::request::Request;
-use crate::result::{Output, ResourceUsage, Timings};
+use crate::result::ResourceUsage;
 
 /// How native tools may run.
 #[derive(Debug, Clone)]
@@ -57,21 +60,6 @@ impl Default for NativeOptions {
     }
 }
 
-/// The limits of one native call, settled by the runtime (its time is its `Stop`).
-pub(crate) struct NativeLimits<'a> {
-    /// The cgroup memory limit, replacing the sandbox's default.
-    pub memory_bytes: Option<u64>,
-    pub output_bytes: usize,
-    /// `<out-dir>/<execution_id>/`, when the runtime has an output directory and the
-    /// request an execution id.
-    pub out_dir: Option<PathBuf>,
-    /// A peer of another uid the call is for: outside the sandbox, the tool runs as it.
-    pub run_as: Option<&'a Credentials>,
-    /// The uid of the peer the call is for, if it is a peer's: its sandboxed tools share a
-    /// workspace of their own.
-    pub principal: Option<u32>,
-}
-
 /// The host directory a sandboxed call sees at `/workspace`: the operator's, or for a peer's
 /// call the peer's own `uid-<uid>/` in it (owned by the sandbox's user), so that one peer's
 /// tools never see another's files.
@@ -86,7 +74,7 @@ fn workspace_of(sandbox: &SandboxOptions, principal: Option<u32>) -> Result<Opti
 
 /// Runs native tools under an allowlist.
 #[derive(Debug)]
-pub(crate) struct NativeDriver {
+pub(crate) struct NativeBackend {
     allowlist: Allowlist,
     options: NativeOptions,
     /// The cgroup hierarchies, when the sandbox uses cgroups.
@@ -94,7 +82,14 @@ pub(crate) struct NativeDriver {
     spawner: process::Spawner,
 }
 
-impl NativeDriver {
+/// A native call, checked.
+pub(crate) struct NativePlan {
+    binary: AllowedBinary,
+    /// The cgroup memory limit, replacing the sandbox's default.
+    memory_bytes: Option<u64>,
+}
+
+impl NativeBackend {
     pub(crate) fn new(options: NativeOptions) -> Result<Self> {
         let sandboxed_cgroups = options
             .sandbox
@@ -104,7 +99,7 @@ impl NativeDriver {
         if let Some(hierarchies) = &hierarchies {
             hierarchies.sweep_stale();
         }
-        Ok(NativeDriver {
+        Ok(NativeBackend {
             allowlist: Allowlist::new(&options.allowlist)?,
             options,
             hierarchies,
@@ -117,15 +112,75 @@ impl NativeDriver {
         self.options.default_timeout
     }
 
-    /// Checks the request against policy, before it waits for a concurrency permit. `peer`
-    /// is the user of another uid the call is for, if any: without the sandbox its tool
-    /// runs as that user, which needs a supervisor that may take other identities.
-    pub(crate) fn admit(
+    fn env_allowed(&self, key: &str) -> bool {
+        self.options
+            .env
+            .iter()
+            .any(|allowed| match allowed.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == allowed,
+            })
+    }
+
+    /// The call's cgroup, when the sandbox uses cgroups.
+    fn cgroup(&self, memory_bytes: Option<u64>) -> Result<Option<cgroup::CallCgroup>> {
+        let (Some(sandbox), Some(hierarchies)) = (&self.options.sandbox, &self.hierarchies) else {
+            return Ok(None);
+        };
+        let resources = ResourceLimits {
+            memory_bytes,
+            ..sandbox.resources
+        };
+        let version = sandbox.cgroups.unwrap_or_default();
+        hierarchies.create(version, &resources).map(Some)
+    }
+
+    /// How the process is started: through the jailer into the sandbox, or directly.
+    fn launch<'a>(
+        &'a self,
+        plan: &'a NativePlan,
+        call: &'a Call<'_>,
+        group: Option<&cgroup::CallCgroup>,
+    ) -> Result<process::Launch<'a>> {
+        let how = match &self.options.sandbox {
+            Some(sandbox) => process::How::Jailed(jailed::Jail {
+                sandbox,
+                cgroups: group.map(|g| g.dirs()).unwrap_or_default(),
+                workspace: workspace_of(sandbox, call.caller.identity.namespace())?,
+                out_dir: call.out_dir.as_deref(),
+            }),
+            None => process::How::Direct(direct::Direct {
+                cwd: &self.options.cwd,
+                run_as: call.peer,
+            }),
+        };
+        Ok(process::Launch {
+            binary: &plan.binary,
+            args: &call.request.args,
+            env: &call.env,
+            stdin: &call.request.stdin,
+            stop: call.stop,
+            output_bytes: call.output_bytes,
+            how,
+        })
+    }
+}
+
+impl Backend for NativeBackend {
+    /// The binary, by absolute path.
+    type Tool<'a> = &'a Path;
+    type Admitted = NativePlan;
+
+    /// Checks the request against policy. A peer names and opens the binary as itself: it
+    /// runs nothing it could not read. Without the sandbox a peer's tool runs as that user,
+    /// which needs a supervisor that may take other identities.
+    fn admit(
         &self,
         binary: &Path,
         request: &Request,
+        _caller: &Caller,
         peer: Option<&Credentials>,
-    ) -> Result<AllowedBinary> {
+    ) -> Result<NativePlan> {
         if let Some(peer) = peer
             && self.options.sandbox.is_none()
             && !nix::unistd::geteuid().is_root()
@@ -165,109 +220,51 @@ impl NativeDriver {
                 )));
             }
         }
-        self.allowlist.check(binary)
+        let memory_bytes = crate::admission::native_memory_limit(
+            request.limits.memory_bytes,
+            self.options
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.resources.memory_bytes),
+        )?;
+        let as_peer = peer.map(AsPeer::assume).transpose()?;
+        let binary = self.allowlist.check(binary)?;
+        drop(as_peer);
+        Ok(NativePlan {
+            binary,
+            memory_bytes,
+        })
     }
 
-    /// The memory limit of a call: the request's, which may only lower the sandbox's.
-    fn memory_limit(&self, asked: Option<u64>) -> Result<Option<u64>> {
-        let cap = self
-            .options
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.resources.memory_bytes);
-        match (asked, cap) {
-            (Some(bytes), _) if bytes < 1 << 20 => Err(Error::BadRequest(format!(
-                "memory limit of {bytes} bytes is below the 1 MiB a process needs to start"
-            ))),
-            (Some(bytes), Some(cap)) if bytes > cap => Err(Error::BadRequest(format!(
-                "memory limit of {bytes} bytes exceeds the sandbox's limit of {cap} bytes"
-            ))),
-            (asked, cap) => Ok(asked.or(cap)),
-        }
+    /// Inside the sandbox the directory is mounted at `/out`, owned by the tool's uid;
+    /// outside, it is itself.
+    fn out_dir_seen_at(&self, host: &Path) -> Result<String> {
+        Ok(match &self.options.sandbox {
+            Some(sandbox) => {
+                crate::mounts::own_dir(host, (sandbox.uid, sandbox.gid))?;
+                megavisor_jail::OUT_DIR.to_owned()
+            }
+            None => host.display().to_string(),
+        })
     }
 
-    fn env_allowed(&self, key: &str) -> bool {
-        self.options
-            .env
-            .iter()
-            .any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => key.starts_with(prefix),
-                None => key == allowed,
-            })
-    }
-
-    /// Runs an admitted binary until it ends or `stop` says so. `received` is when the call
-    /// arrived (its queue time runs until now).
-    pub(crate) fn run(
-        &self,
-        binary: &AllowedBinary,
-        request: &Request,
-        limits: &NativeLimits<'_>,
-        stop: &Stop,
-        received: Instant,
-    ) -> Result<Output> {
-        let queued = received.elapsed();
-        let tool = binary.requested.display().to_string();
-        if let Some(reason) = stop.check() {
-            return Err(stop.ended_before_start(reason, &tool, request.execution_id.clone()));
-        }
-        let mut env = request.env.clone();
-        if let Some(id) = &request.execution_id {
-            env.push(("MEGAVISOR_EXECUTION_ID".to_owned(), id.clone()));
-        }
-        if let Some(dir) = &limits.out_dir {
-            // Inside the sandbox the directory is mounted at /out, owned by the tool's uid;
-            // outside, it is itself.
-            let seen = match &self.options.sandbox {
-                Some(sandbox) => {
-                    crate::mounts::own_dir(dir, (sandbox.uid, sandbox.gid))?;
-                    megavisor_jail::OUT_DIR.to_owned()
-                }
-                None => dir.display().to_string(),
-            };
-            env.push(("MEGAVISOR_OUT_DIR".to_owned(), seen));
+    fn run(&self, plan: NativePlan, call: &Call<'_>) -> Result<Ran> {
+        if let Some(reason) = call.stop.check() {
+            return Err(call.stop.ended_before_start(
+                reason,
+                &call.name,
+                call.request.execution_id.clone(),
+            ));
         }
         let started = Instant::now();
-        let memory_limit = self.memory_limit(limits.memory_bytes)?;
-        let group = match (&self.options.sandbox, &self.hierarchies) {
-            (Some(sandbox), Some(hierarchies)) => {
-                let resources = ResourceLimits {
-                    memory_bytes: memory_limit,
-                    ..sandbox.resources
-                };
-                let version = sandbox.cgroups.unwrap_or_default();
-                Some(hierarchies.create(version, &resources)?)
-            }
-            _ => None,
-        };
-        let jail = match &self.options.sandbox {
-            Some(sandbox) => Some(process::Jail {
-                sandbox,
-                cgroups: group.as_ref().map(|g| g.dirs()).unwrap_or_default(),
-                workspace: workspace_of(sandbox, limits.principal)?,
-            }),
-            None => None,
-        };
-        let finished = process::run(
-            &self.spawner,
-            &process::Invocation {
-                binary,
-                args: &request.args,
-                env: &env,
-                stdin: &request.stdin,
-                stop,
-                output_bytes: limits.output_bytes,
-                run_as: limits.run_as,
-                cwd: &self.options.cwd,
-                jail,
-                out_dir: limits.out_dir.as_deref(),
-            },
-            &|| {
+        let group = self.cgroup(plan.memory_bytes)?;
+        let finished = self.launch(&plan, call, group.as_ref()).and_then(|launch| {
+            process::run(&self.spawner, &launch, &|| {
                 if let Some(group) = &group {
                     group.kill_members();
                 }
-            },
-        );
+            })
+        });
         let counted = group.as_ref().map(|g| g.usage()).unwrap_or_default();
         let cgroup = group.as_ref().map(|g| match g.version() {
             CgroupVersion::V2 => "v2",
@@ -278,58 +275,49 @@ impl NativeDriver {
         }
         let finished = finished?;
         let ran = started.elapsed();
-        let mut limits_hit = Vec::new();
-        if counted.oom_killed {
-            limits_hit.push("memory_limit");
-        }
-        if finished.stopped == Some(Stopped::Limit) {
-            limits_hit.push("timeout");
-        }
-        if counted.pids_limited {
-            limits_hit.push("pids_limit");
-        }
-        let usage = ResourceUsage {
-            peak_memory_bytes: counted.peak_memory_bytes.unwrap_or(finished.max_rss_bytes),
-            user_us: counted.user_us.unwrap_or(finished.user_us),
-            system_us: counted.system_us.unwrap_or(finished.system_us),
-            limits_hit,
-            cgroup,
-        };
-        let mut artifacts = artifacts::from_stdout(&finished.stdout.tail);
-        if let (Some(dir), Some(id)) = (&limits.out_dir, &request.execution_id) {
-            artifacts.extend(artifacts::from_file(&dir.join(format!("{id}.json"))));
-        }
-        let output = Output {
-            tool: tool.clone(),
-            exit_code: finished.exit_code,
-            stdout: finished.stdout.head,
-            stderr: finished.stderr.head,
-            stdout_tail: finished.stdout.tail,
-            stderr_tail: finished.stderr.tail,
-            stdout_total: finished.stdout.total,
-            stderr_total: finished.stderr.total,
-            artifacts,
-            timings: Timings {
-                queue_us: queued.as_micros() as u64,
-                instantiate_us: 0,
-                run_us: ran.as_micros() as u64,
-                total_us: received.elapsed().as_micros() as u64,
-            },
-            execution_id: request.execution_id.clone(),
-            cached: false,
-            usage: Some(usage.clone()),
-        };
-        if counted.oom_killed && finished.stopped.is_none() {
-            return Err(Error::MemoryLimit {
-                tool,
+        let usage = usage(&counted, &finished, cgroup);
+        let ending = match finished.stopped {
+            Some(reason) => Ending::Stopped(reason),
+            None if counted.oom_killed => Ending::MemoryLimit {
                 requested: usage.peak_memory_bytes,
-                limit: memory_limit.unwrap_or_default(),
-                partial: Box::new(output),
-            });
-        }
-        match finished.stopped {
-            Some(reason) => Err(stop.error(reason, output, true)),
-            None => Ok(output),
-        }
+                limit: plan.memory_bytes.unwrap_or_default(),
+            },
+            None => Ending::Exited,
+        };
+        Ok(Ran {
+            exit_code: finished.exit_code,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            instantiate: Duration::ZERO,
+            run: ran,
+            usage: Some(usage),
+            ending,
+        })
+    }
+}
+
+/// What a native call used, from its cgroup where it had one, else from `wait4`, and
+/// which limits it hit.
+fn usage(
+    counted: &cgroup::CgroupUsage,
+    finished: &process::Finished,
+    cgroup: Option<&'static str>,
+) -> ResourceUsage {
+    let mut limits_hit = Vec::new();
+    if counted.oom_killed {
+        limits_hit.push("memory_limit");
+    }
+    if finished.stopped == Some(Stopped::Limit) {
+        limits_hit.push("timeout");
+    }
+    if counted.pids_limited {
+        limits_hit.push("pids_limit");
+    }
+    ResourceUsage {
+        peak_memory_bytes: counted.peak_memory_bytes.unwrap_or(finished.max_rss_bytes),
+        user_us: counted.user_us.unwrap_or(finished.user_us),
+        system_us: counted.system_us.unwrap_or(finished.system_us),
+        limits_hit,
+        cgroup,
     }
 }

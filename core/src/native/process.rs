@@ -1,30 +1,30 @@
 //! Running one native binary: no shell, only the environment given, stdin fed from memory,
 //! stdout and stderr captured (head up to the limit, 8 KiB tails, totals), the whole process
-//! group killed at the time limit; directly, or through the jailer into its sandbox.
+//! group killed at the time limit; directly ([`Direct`]), or through the jailer into its
+//! sandbox ([`Jail`]).
 
-use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::allowlist::AllowedBinary;
-use super::sandbox::SandboxOptions;
-use crate::caller::Credentials;
+pub(crate) use super::direct::Direct;
+pub(crate) use super::jailed::Jail;
 use crate::capture::{CaptureStream, Captured};
 use crate::epoch::{Stop, Stopped};
 use crate::error::{Error, Result};
 
 /// What to run and how.
-pub(crate) struct Invocation<'a> {
+pub(crate) struct Launch<'a> {
     pub binary: &'a AllowedBinary,
     pub args: &'a [String],
     pub env: &'a [(String, String)],
@@ -33,23 +33,26 @@ pub(crate) struct Invocation<'a> {
     pub stop: &'a Stop,
     /// Bytes of stdout and of stderr kept in full.
     pub output_bytes: usize,
-    /// The working directory (outside a sandbox; inside, it is the workspace).
-    pub cwd: &'a Path,
-    /// The sandbox and the cgroup directories its jailer joins; `None` runs directly.
-    pub jail: Option<Jail<'a>>,
-    /// The call's output directory, shown inside the sandbox at `/out`.
-    pub out_dir: Option<&'a Path>,
-    /// Outside the sandbox: the user the process runs as, when not this process's own.
-    pub run_as: Option<&'a Credentials>,
+    pub how: How<'a>,
 }
 
-/// How a sandboxed call is jailed.
-pub(crate) struct Jail<'a> {
-    pub sandbox: &'a SandboxOptions,
-    /// The cgroup directories the jailer joins.
-    pub cgroups: Vec<std::path::PathBuf>,
-    /// The host directory shown at `/workspace` (the principal's own), if any.
-    pub workspace: Option<std::path::PathBuf>,
+/// Whether the binary runs as a plain process or through the jailer in the sandbox.
+pub(crate) enum How<'a> {
+    Direct(Direct<'a>),
+    Jailed(Jail<'a>),
+}
+
+/// A command ready to spawn, and what this process keeps of it until it has run.
+pub(super) struct Prepared {
+    pub command: Command,
+    /// The program that starts (the binary, or the jailer), for errors.
+    pub program: PathBuf,
+    /// The read end of the pipe on which the jailer reports why it could not set up the
+    /// sandbox.
+    pub setup_errors: Option<OwnedFd>,
+    /// Descriptors the child inherits, closed here once it is spawned (our copy of the
+    /// error pipe's write end would hold it open).
+    pub handed_over: Vec<OwnedFd>,
 }
 
 /// How a process ended.
@@ -106,139 +109,35 @@ impl Spawner {
 /// (and cgroup) have been killed; whatever still holds the pipes open after that is ignored.
 const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
-/// Runs the invocation to its end or its time limit. `kill_rest` runs once the leader has
-/// ended, to kill whatever of the call survived its process group (the sandbox's cgroup).
+/// Runs `launch` to its end or its time limit. `kill_rest` runs once the leader has ended,
+/// to kill whatever of the call survived its process group (the sandbox's cgroup).
 pub(crate) fn run(
     spawner: &Spawner,
-    invocation: &Invocation<'_>,
+    launch: &Launch<'_>,
     kill_rest: &dyn Fn(),
 ) -> Result<Finished> {
-    let binary = invocation.binary;
-    let binary_fd = binary.file.as_raw_fd();
-    let argv0 = binary.requested.display().to_string();
-    let mut inherited = Vec::new();
-    let (mut command, error_read, program) = match &invocation.jail {
-        None => {
-            // Executed through the descriptor the allowlist checked, so a file swapped in at
-            // the same path since then is not what runs.
-            let program = format!("/proc/self/fd/{binary_fd}");
-            let mut command = Command::new(&program);
-            command
-                .arg0(&argv0)
-                .args(invocation.args)
-                .current_dir(invocation.cwd);
-            (command, None, binary.resolved.clone())
-        }
-        Some(Jail {
-            sandbox,
-            cgroups,
-            workspace,
-        }) => {
-            let jailer = &sandbox.jailer;
-            let (error_read, error_write) =
-                nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                    .map_err(|e| Error::io(jailer, "create the error pipe of", e.into()))?;
-            let argv = std::iter::once(argv0)
-                .chain(invocation.args.iter().cloned())
-                .collect();
-            let spec = sandbox.spec(
-                binary_fd,
-                error_write.as_raw_fd(),
-                argv,
-                invocation.env.to_vec(),
-                cgroups.clone(),
-                workspace.clone(),
-                invocation.out_dir.map(Path::to_owned),
-            );
-            // The spec (with the tool's environment) travels in a descriptor, not on the
-            // command line where every user could read it.
-            let spec = spec_file(&spec).map_err(|e| Error::io(jailer, "write the spec of", e))?;
-            let mut command = Command::new(jailer);
-            command
-                .arg("--spec-fd")
-                .arg(spec.as_raw_fd().to_string())
-                .current_dir("/");
-            inherited.extend([binary_fd, error_write.as_raw_fd(), spec.as_raw_fd()]);
-            (
-                command,
-                Some((error_read, error_write, spec)),
-                jailer.clone(),
-            )
-        }
+    let argv0 = launch.binary.requested.display().to_string();
+    let Prepared {
+        mut command,
+        program,
+        setup_errors,
+        handed_over,
+    } = match &launch.how {
+        How::Direct(direct) => direct.command(launch.binary, argv0, launch.args, launch.env),
+        How::Jailed(jail) => jail.command(launch.binary, argv0, launch.args, launch.env)?,
     };
-    if invocation.jail.is_some() {
-        // SAFETY: only async-signal-safe calls (setsid, prctl, close_range, fcntl) run
-        // between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // A session of its own: its own process group, which the time limit kills,
-                // and no controlling terminal to type into.
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Should the supervisor die, so does the tool.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Nothing but what the jailer needs crosses the exec: not even what a fork
-                // handler reopened in this child without close-on-exec (Wasmtime's
-                // pagemap descriptor).
-                close_all_on_exec()?;
-                for &fd in &inherited {
-                    inherit(fd)?;
-                }
-                Ok(())
-            });
-        }
-    } else if let Some(user) = invocation.run_as {
-        // Another user's tool runs as that user, with its groups, and its own process
-        // group; that takes code between fork and exec (so a fork, not posix_spawn).
-        let groups = user.groups.clone();
-        let (uid, gid) = (user.uid, user.gid);
-        // SAFETY: only async-signal-safe calls (setgroups, setresgid, setresuid,
-        // setpgid, close_range) run between fork and exec, on memory allocated before it.
-        unsafe {
-            command.pre_exec(move || {
-                let set = [
-                    libc::setgroups(groups.len(), groups.as_ptr()),
-                    libc::setresgid(gid, gid, gid),
-                    libc::setresuid(uid, uid, uid),
-                    libc::setpgid(0, 0),
-                ];
-                if set.contains(&-1) {
-                    return Err(std::io::Error::last_os_error());
-                }
-                close_all_on_exec()
-            });
-        }
-    } else {
-        // Without a sandbox the tool is a plain process of the supervisor's user; its own
-        // process group is enough for the time limit, and no code between fork and exec
-        // lets the standard library spawn it with posix_spawn, without copying this
-        // process's page tables (a fork of a process holding the engine's reservations
-        // measured twice as slow).
-        command.process_group(0);
-    }
     command
-        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if invocation.jail.is_none() {
-        command.envs(invocation.env.iter().map(|(k, v)| (k, v)));
-    }
     let mut child = spawner
         .spawn(command)
         .map_err(|e| Error::io(&program, "spawn", e))?;
-    // Only the jailer keeps these; our copies would hold the error pipe open.
-    let error_read = error_read.map(|(read, write, spec)| {
-        drop((write, spec));
-        read
-    });
+    drop(handed_over);
     let output = match capture(
         child.stdout.take(),
         child.stderr.take(),
-        invocation.output_bytes,
+        launch.output_bytes,
     ) {
         Ok(output) => output,
         Err(e) => {
@@ -249,11 +148,11 @@ pub(crate) fn run(
     };
     // Not joined: a descendant that keeps stdin open without reading would hold it; it
     // ends once the call's processes are killed.
-    feed(child.stdin.take(), invocation.stdin.to_vec());
-    let ended = wait(child.id(), invocation.stop, &program, kill_rest);
+    feed(child.stdin.take(), launch.stdin.to_vec());
+    let ended = wait(child.id(), launch.stop, &program, kill_rest);
     let (stdout, stderr) = output.finish();
     let ended = ended?;
-    if let Some(read) = error_read {
+    if let Some(read) = setup_errors {
         let mut reason = String::new();
         let _ = std::fs::File::from(read).read_to_string(&mut reason);
         if !reason.is_empty() {
@@ -275,30 +174,13 @@ pub(crate) fn run(
     })
 }
 
-/// The jailer's spec in an anonymous file, rewound, for it to read.
-fn spec_file(spec: &megavisor_jail::JailSpec) -> std::io::Result<std::fs::File> {
-    let mut file = tempfile::tempfile()?;
-    serde_json::to_writer(&mut file, spec)?;
-    file.seek(std::io::SeekFrom::Start(0))?;
-    Ok(file)
-}
-
 /// Marks every descriptor above stderr close-on-exec (in a child between fork and exec).
-fn close_all_on_exec() -> std::io::Result<()> {
+pub(super) fn close_all_on_exec() -> std::io::Result<()> {
     // SAFETY: close_range only changes descriptor flags.
     if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Clears close-on-exec on `fd`, so the jailer inherits it.
-fn inherit(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: the descriptor is open for the whole spawn (the caller holds it).
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
-        .map(drop)
-        .map_err(std::io::Error::from)
 }
 
 /// How the process ended, from `wait4`.

@@ -1,6 +1,6 @@
-//! A counting semaphore bounding the invocations that run at once (seed 000's
-//! MaxConcurrency). Time spent waiting here is reported as queue time, and counts against
-//! the call's time limit.
+//! A counting semaphore bounding the calls that run at once (the pool's concurrency, which
+//! native tools count against too). Time spent waiting here is reported as queue time, and
+//! counts against the call's time limit.
 
 use std::sync::{Condvar, Mutex};
 

@@ -1,0 +1,298 @@
+//! The wasm backend: an entry of the megabinary, run in a fresh instance of the warm
+//! [`Pool`] with a WASI context of exactly what its capabilities grant (arguments, allowed
+//! environment variables, mounts), in-memory stdin and captured stdout and stderr.
+
+use wasmtime::Trap;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::backend::{Backend, Call, Ending, Ran};
+use crate::caller::{Caller, Credentials, Identity};
+use crate::capability::{Access, Grant};
+use crate::capture::CaptureStream;
+use crate::error::{Error, Result};
+use crate::manifest::Entry;
+use crate::mounts::{self, MountRoot};
+use crate::peer_access::AsPeer;
+use crate::pool::{GuestRun, Pool};
+use crate::request::{Mount, Request};
+
+/// Guest path of the per-execution output directory.
+pub const OUT_DIR_GUEST: &str = "/run/megavisor/out";
+
+/// Entries of the megabinary, run on the pool.
+pub(crate) struct WasmBackend {
+    pool: Pool,
+    /// Each entry's declared capabilities, compiled once: glob matching is on every call,
+    /// compiling the globs would add a regex build to it. Index-aligned with the entries;
+    /// an entry declaring an unsupported capability keeps its refusal here.
+    declared_grants: Vec<Result<Grant>>,
+    /// Host directories under which a peer's mounts may lie.
+    mount_roots: Vec<MountRoot>,
+}
+
+/// A wasm call, checked: everything its WASI context needs.
+pub(crate) struct WasmPlan {
+    argv: Vec<String>,
+    preopens: Vec<Preopen>,
+    memory_bytes: u64,
+    fuel: Option<u64>,
+}
+
+/// A host directory the guest sees.
+struct Preopen {
+    host: std::path::PathBuf,
+    guest: String,
+    access: Access,
+    /// A peer's mount, opened beneath the mount roots as the peer when the call runs.
+    confined: bool,
+}
+
+impl WasmBackend {
+    pub(crate) fn new(pool: Pool, entries: &[Entry], mount_roots: Vec<MountRoot>) -> Self {
+        let declared_grants = entries
+            .iter()
+            .map(|e| Grant::new(&e.name, &e.capabilities, None))
+            .collect();
+        WasmBackend {
+            pool,
+            declared_grants,
+            mount_roots,
+        }
+    }
+
+    /// The pool, whose permits every call takes.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn check_mount(
+        &self,
+        entry: &Entry,
+        grant: &Grant,
+        mount: &Mount,
+        caller: &Caller,
+    ) -> Result<Preopen> {
+        let guest = normalize_guest_path(&mount.guest)?;
+        if guest == OUT_DIR_GUEST || guest.starts_with(&format!("{OUT_DIR_GUEST}/")) {
+            return Err(Error::BadRequest(format!(
+                "mount point {guest} is reserved for the runtime"
+            )));
+        }
+        grant.check_mount(&entry.name, &guest, mount.access)?;
+        if let Identity::Peer(_) = caller.identity {
+            // Resolved and opened as the peer, beneath its mount root, when the call runs.
+            if !mount.host.is_absolute() {
+                return Err(Error::BadRequest(format!(
+                    "mount source {} must be an absolute path",
+                    mount.host.display()
+                )));
+            }
+            return Ok(Preopen {
+                host: mount.host.clone(),
+                guest,
+                access: mount.access,
+                confined: true,
+            });
+        }
+        let host = mount.host.canonicalize().map_err(|e| {
+            Error::BadRequest(format!("mount source {}: {e}", mount.host.display()))
+        })?;
+        if !host.is_dir() {
+            return Err(Error::BadRequest(format!(
+                "mount source {} is not a directory",
+                host.display()
+            )));
+        }
+        Ok(Preopen {
+            host,
+            guest,
+            access: mount.access,
+            confined: false,
+        })
+    }
+
+    /// The call's WASI context: its arguments, environment, stdio and mounts.
+    fn wasi(
+        &self,
+        plan: &WasmPlan,
+        call: &Call<'_>,
+        stdout: &CaptureStream,
+        stderr: &CaptureStream,
+    ) -> Result<WasiCtxBuilder> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true)
+            .args(&plan.argv)
+            .envs(&call.env)
+            .stdin(MemoryInputPipe::new(call.request.stdin.clone()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        let out_dir = call.out_dir.as_ref().map(|host| Preopen {
+            host: host.clone(),
+            guest: OUT_DIR_GUEST.to_owned(),
+            access: Access::ReadWrite,
+            confined: false,
+        });
+        for preopen in plan.preopens.iter().chain(&out_dir) {
+            let perms = match preopen.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            let cannot_open = |e: wasmtime::Error| {
+                Error::BadRequest(format!(
+                    "cannot open mount {} for {}: {e:#}",
+                    preopen.host.display(),
+                    preopen.guest
+                ))
+            };
+            match (&call.caller.identity, preopen.confined) {
+                (Identity::Peer(credentials), true) => {
+                    let roots = &self.mount_roots;
+                    let dir =
+                        mounts::open_for_peer(roots, credentials, &preopen.host, preopen.access)?;
+                    wasi.preopened_dir(mounts::proc_path(&dir), &preopen.guest, perms)
+                        .map_err(cannot_open)?;
+                }
+                _ => {
+                    wasi.preopened_dir(&preopen.host, &preopen.guest, perms)
+                        .map_err(cannot_open)?;
+                }
+            }
+        }
+        Ok(wasi)
+    }
+}
+
+impl Backend for WasmBackend {
+    /// The entry, and its index in the manifest.
+    type Tool<'a> = (usize, &'a Entry);
+    type Admitted = WasmPlan;
+
+    fn admit(
+        &self,
+        (index, entry): (usize, &Entry),
+        request: &Request,
+        caller: &Caller,
+        _peer: Option<&Credentials>,
+    ) -> Result<WasmPlan> {
+        let narrowed;
+        let grant = match request.capabilities.as_deref() {
+            None => self.declared_grants[index].as_ref().map_err(Clone::clone)?,
+            Some(requested) => {
+                narrowed = Grant::new(&entry.name, &entry.capabilities, Some(requested))?;
+                &narrowed
+            }
+        };
+        for (key, _) in &request.env {
+            grant.check_env(&entry.name, key)?;
+        }
+        let mut argv = Vec::with_capacity(request.args.len() + 1);
+        argv.push(entry.entry.clone());
+        argv.extend(request.args.iter().cloned());
+        let preopens = request
+            .mounts
+            .iter()
+            .map(|mount| self.check_mount(entry, grant, mount, caller))
+            .collect::<Result<_>>()?;
+        let memory_bytes = crate::admission::wasm_memory_limit(
+            entry.limits.memory_bytes,
+            request.limits.memory_bytes,
+            self.pool.max_memory_bytes(),
+        )?;
+        Ok(WasmPlan {
+            argv,
+            preopens,
+            memory_bytes,
+            fuel: request.limits.fuel,
+        })
+    }
+
+    fn out_dir_seen_at(&self, _host: &std::path::Path) -> Result<String> {
+        Ok(OUT_DIR_GUEST.to_owned())
+    }
+
+    fn run(&self, plan: WasmPlan, call: &Call<'_>) -> Result<Ran> {
+        // A peer of another uid opens its mounts, and everything the guest reaches through
+        // them, as itself, for the whole call (a call without mounts touches no file).
+        let _as_peer = match call.peer {
+            Some(credentials) if !plan.preopens.is_empty() || call.out_dir.is_some() => {
+                Some(AsPeer::assume(credentials)?)
+            }
+            _ => None,
+        };
+        let stdout = CaptureStream::new(call.output_bytes);
+        let stderr = CaptureStream::new(call.output_bytes);
+        let mut wasi = self.wasi(&plan, call, &stdout, &stderr)?;
+        let guest = self
+            .pool
+            .run(wasi.build_p1(), plan.memory_bytes, plan.fuel, call.stop)?;
+        let (exit_code, ending) = match &guest.outcome {
+            Ok(()) => (0, Ending::Exited),
+            Err(error) => match error.downcast_ref::<I32Exit>() {
+                Some(exit) => (exit.0, Ending::Exited),
+                None => (0, failure(error, &guest, &plan)),
+            },
+        };
+        Ok(Ran {
+            exit_code,
+            stdout: stdout.take(),
+            stderr: stderr.take(),
+            instantiate: guest.instantiate,
+            run: guest.run,
+            usage: None,
+            ending,
+        })
+    }
+}
+
+/// How a guest that neither returned nor exited stopped.
+fn failure(error: &wasmtime::Error, guest: &GuestRun, plan: &WasmPlan) -> Ending {
+    if let Some(requested) = guest.memory_exceeded {
+        return Ending::MemoryLimit {
+            requested,
+            limit: plan.memory_bytes,
+        };
+    }
+    match (error.downcast_ref::<Trap>(), guest.stopped) {
+        (Some(Trap::Interrupt), Some(reason)) => Ending::Stopped(reason),
+        (Some(Trap::OutOfFuel), _) => Ending::OutOfFuel {
+            limit: plan.fuel.unwrap_or(u64::MAX),
+        },
+        _ => Ending::Trapped(format!("{error:#}")),
+    }
+}
+
+/// An absolute guest path without `.`, `..` or empty components; a trailing `/` is dropped.
+fn normalize_guest_path(path: &str) -> Result<String> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "mount point {path:?} must be an absolute path without '.' or '..' components"
+        ))
+    };
+    let rest = path.strip_prefix('/').ok_or_else(bad)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok("/".to_owned());
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+    {
+        return Err(bad());
+    }
+    Ok(format!("/{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_are_normalized_or_refused() {
+        assert_eq!(normalize_guest_path("/data/").unwrap(), "/data");
+        assert_eq!(normalize_guest_path("/").unwrap(), "/");
+        for bad in ["data", "/a/../b", "/a/./b", "/a//b", ""] {
+            assert!(normalize_guest_path(bad).is_err(), "{bad}");
+        }
+    }
+}
