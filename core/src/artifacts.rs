@@ -1,6 +1,7 @@
-//! Artifacts a tool reports (seed 000): a last-line JSON object `{"artifacts": {...}}` on
-//! stdout, and the file `<out-dir>/<execution_id>.json` with the same shape. Entries of the
-//! file win over those of the last line. Non-string values are kept as their JSON text.
+//! Artifacts a tool reports, as a map of strings: a last-line JSON object
+//! `{"artifacts": {...}}` on stdout, and the file `<out-dir>/<execution_id>.json` with the
+//! same shape. Entries of the file win over those of the last line. Non-string values are
+//! kept as their JSON text.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Opening a bundle directory: signature first, then every file's size and digests, all
-//! before a single byte of it is compiled or deserialized (fail on hash mismatch at the
-//! earliest stage, seed 001).
+//! before a single byte of it is compiled or deserialized: a hash mismatch fails the bundle
+//! before anything of it is used.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! Capabilities (seed 003): what an entry may touch, declared in the manifest and only ever
-//! narrowed by a request.
+//! Capabilities: what an entry may touch, declared in the manifest and only ever narrowed
+//! by a request (into a [`Grant`]).
 //!
 //! - `fs:read:<glob>`: a mount whose guest path matches may be preopened read-only;
 //! - `fs:write:<glob>`: a mount whose guest path matches may be preopened read-write;

@@ -1,5 +1,5 @@
 //! Capturing a guest's stdout or stderr: the first `cap` bytes in full, the last
-//! [`TAIL_BYTES`] always (seed 000's tails), and the total count.
+//! [`TAIL_BYTES`] always (the tails), and the total count.
 //!
 //! The guest never sees a write fail because of the cap: output past it is counted and fed
 //! to the tail, so a chatty tool still finishes and its final lines are still reported.

@@ -19,7 +19,8 @@ pub enum ErrorKind {
     BadSignature,
     /// No entry of that name (or digest) exists in the manifest.
     ToolNotFound,
-    /// Policy refuses the request (the `EACCES` of seed 001): capability, mount or binary.
+    /// Policy refuses the request (its message starts `EACCES:`): capability, mount or
+    /// binary.
     NotAllowed,
     /// The invocation ran past its time limit (or exhausted its fuel).
     Timeout,

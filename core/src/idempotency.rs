@@ -1,4 +1,4 @@
-//! Idempotency by execution id (seed 000): per principal, a bounded LRU with a time-to-live.
+//! Idempotency by execution id: per principal, a bounded LRU with a time-to-live.
 //!
 //! Each principal (a peer's uid, or the process itself) has ids of its own: another
 //! principal's ids are invisible to it, so they can be neither probed, replayed nor taken

@@ -118,7 +118,9 @@ pub struct EntryLimits {
     pub timeout_ms: u64,
 }
 
-/// The native binaries an entry replaces (the hash-to-entry map of seed 001).
+/// The native binaries an entry stands for, its originals: a binary whose content has one
+/// of their recorded digests (SHA-256 and BLAKE3 both) runs as this entry
+/// ([`Manifest::entry_for_original`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Originals {

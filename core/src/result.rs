@@ -7,13 +7,14 @@ use serde::Serialize;
 /// Where the time of one invocation went, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Timings {
-    /// Waiting for a free instance slot.
+    /// From the call's arrival to its pool permit: the time it queued (in a supervisor,
+    /// then for a free instance slot) and its admission checks.
     pub queue_us: u64,
     /// Creating the store and instantiating from the pre-linked module.
     pub instantiate_us: u64,
     /// Running `_start` (WASI start-up and the tool itself).
     pub run_us: u64,
-    /// Everything, from the call to the returned result.
+    /// Everything, from the call's arrival to the returned result.
     pub total_us: u64,
 }
 

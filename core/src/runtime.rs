@@ -142,9 +142,9 @@ impl Runtime {
         )
     }
 
-    /// A runtime for one ad-hoc module that is not part of a signed bundle (seed 000's
-    /// `wasictl`). The caller is responsible for having decided to trust `wasm`; its one entry
-    /// is named `name` and holds exactly `capabilities`.
+    /// A runtime for one ad-hoc module that is not part of a signed bundle, as
+    /// `megavisor run --module` runs one. The caller is responsible for having decided to
+    /// trust `wasm`; its one entry is named `name` and holds exactly `capabilities`.
     pub fn adhoc(
         wasm: &[u8],
         name: &str,
@@ -262,8 +262,8 @@ impl Runtime {
     }
 
     /// The entry standing for the native binary at `path`, found by hashing its content
-    /// (seed 001's execve interception). Anything else is refused like `execve` would be
-    /// under the shim: `EACCES`.
+    /// and looking it up among the entries' originals. A binary no entry stands for is
+    /// refused as [`Error::NotAllowed`] (`EACCES`).
     pub fn entry_for_native(&self, path: &Path) -> Result<&Entry> {
         let (digests, _) = Digests::of_file(path)?;
         self.manifest.entry_for_original(&digests).ok_or_else(|| {

@@ -1,5 +1,5 @@
 //! Native tools: allowlisted host binaries behind the same API as the megabinary's entries
-//! (issue 6, part 1: the allowlist of seed 000, digests of seed 001, process handling).
+//! (the allowlist by path and by digest, process handling).
 
 mod common;
 
@@ -152,7 +152,7 @@ fn a_call_returns_when_its_leader_ends_even_if_an_escapee_holds_its_output() {
     }
 }
 
-/// Seed 000's file rules, one by one, with a fast reload for the test.
+/// The allowlist file's rules, one by one, with a fast reload for the test.
 #[test]
 fn the_allowlist_file_comments_symlinks_and_hot_reload() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
-//! Sandboxed native tools (seed 002): namespaces, a read-only pivot_root, cgroups v1 and v2,
-//! rlimits, seccomp, an unprivileged uid. These need root (the jailer mounts, unshares and
-//! changes uid); without it each test says so on stderr and returns.
+//! Native tools in the native sandbox: namespaces, a read-only pivot_root, cgroups v1 and
+//! v2, rlimits, seccomp, an unprivileged uid. These need root (the jailer mounts, unshares
+//! and changes uid); without it each test says so on stderr and returns.
 
 mod common;
 

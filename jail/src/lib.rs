@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The process a jailer exits with when it could not build the sandbox; the reason is on
-/// its error descriptor ([`JailSpec::error_fd`]).
+/// The exit status of a jailer that could not build the sandbox; the reason is on its error
+/// descriptor ([`JailSpec::error_fd`]).
 pub const SETUP_FAILED: i32 = 120;
 
 /// The sandbox of one native tool.
@@ -59,7 +59,7 @@ pub const OUT_DIR: &str = "/out";
 /// Where the workspace appears inside the sandbox.
 pub const WORKSPACE: &str = "/workspace";
 
-/// Which namespaces a tool gets (seed 002), each on unless turned off.
+/// Which namespaces a tool gets in the native sandbox, each on unless turned off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Namespaces {

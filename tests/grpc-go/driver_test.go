@@ -1,7 +1,6 @@
 // The RuntimeDriver gRPC API driven by grpc-go, with a client generated from
 // proto/runtime/v1/driver.proto (protoc-gen-go, protoc-gen-go-grpc), against a real
-// `megavisor serve`: what a Go orchestrator (seed 000's) sees, deadlines and cancellation
-// included.
+// `megavisor serve`: what a Go orchestrator sees, deadlines and cancellation included.
 package grpcgo
 
 import (

@@ -88,8 +88,9 @@ class Supervisor:
 
 
 def test_an_allowlisted_native_binary_runs_as_itself(stubs):
-    """Seed 000's shape (`ctr images ls`): an absolute path with args; a binary the manifest
-    does not stand for runs natively when the allowlist allows it, and only then."""
+    """A native tool named by absolute path with args (e.g. `/usr/bin/ctr images ls`): a
+    binary the manifest does not stand for runs natively when the allowlist allows it, and
+    only then."""
     pb2, _ = stubs
     supervisor = Supervisor(BUILD / "bundle", extra=["--allow-binary", "/usr/bin/id"])
     try:

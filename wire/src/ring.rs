@@ -180,10 +180,11 @@ impl Layout {
             || !g.slot_bytes.is_multiple_of(CACHE_LINE as u32)
             || g.slot_bytes > MAX_SLOT_BYTES
         {
+            // The smallest size accepted: the first cache-line multiple past the header.
             return bad(format!(
                 "slot_bytes is {}, must be a multiple of {CACHE_LINE} in {}..={MAX_SLOT_BYTES}",
                 g.slot_bytes,
-                SLOT_HEADER_BYTES + CACHE_LINE
+                (SLOT_HEADER_BYTES / CACHE_LINE + 1) * CACHE_LINE
             ));
         }
         for (name, spill) in [

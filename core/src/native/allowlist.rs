@@ -1,4 +1,4 @@
-//! Which native binaries may run (seed 000's allowlist, seed 001's digests).
+//! Which native binaries may run: the allowlist, of paths and of content digests.
 //!
 //! A binary is allowed when its path is listed (statically, or in the allowlist file) or its
 //! content's digest is listed. Paths are compared after resolving symlinks, on both sides.
@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_file_format_of_seed_000() {
+    fn the_allowlist_file_format() {
         let text = "# allowed tools\n\n/usr/bin/ctr\n  /bin/ls   # listing\n#/bin/rm\nrelative/path\n/opt/a b #c\n";
         let paths: Vec<_> = parse(text).collect();
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Native tools: allowlisted binaries of the host, run with the same request, result, error
-//! kinds, idempotency cache and concurrency limit as the megabinary's entries (seed 000's
-//! exec driver), so a caller does not care which kind of tool it calls.
+//! kinds, idempotency cache and concurrency limit as the megabinary's entries, so a caller
+//! does not care which kind of tool it calls.
 //!
 //! A request names the binary by absolute path ([`ToolRef::Native`](crate::ToolRef)) and
 //! carries a fully rendered argv: there is never a shell. The binary must pass the

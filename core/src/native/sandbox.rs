@@ -1,5 +1,4 @@
-//! The sandbox of native tools (seed 002 and its "future improvements"): what the operator
-//! configures, and the jailer's spec for one call.
+//! The native sandbox: what the operator configures, and the jailer's spec for one call.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
-//! `megavisor exec PATH [ARGS]`: seed 001's execve interception from the command line. The
-//! file at PATH is hashed; the entry that stands for it runs, and anything else is refused
-//! with EACCES (exit 126).
+//! `megavisor exec PATH [ARGS]`: runs the entry that stands for a native binary, found by
+//! its originals. The file at PATH is hashed; the entry whose originals record its digests
+//! runs, and anything else is refused with EACCES (`not_allowed`, exit 126).
 
 use std::path::Path;
 use std::process::ExitCode;

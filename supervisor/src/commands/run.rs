@@ -43,7 +43,7 @@ fn run_remote(socket: &Path, request: Request, as_json: bool) -> ExitCode {
     render::report(outcome, as_json)
 }
 
-/// Runs a module outside the bundle, like seed 000's `wasictl`. It must be the bundle's own
+/// Runs an ad-hoc module (`Runtime::adhoc`), outside the bundle. It must be the bundle's own
 /// megabinary (same digests) unless the operator passed --allow-unsigned; it is granted
 /// exactly the mounts and environment on the command line.
 fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {

@@ -6,8 +6,8 @@
 //! `megavisor_wire::ring`), and any violation closes this connection alone. The supervisor
 //! never blocks on anything the client can touch:
 //! - a ring reply is pushed only into room the client's in-flight limit guarantees (a client
-//!   that breaks the limit is disconnected), and its doorbell is a pipe end of the
-//!   supervisor's own, rung without blocking after the reply ring's lock is released;
+//!   that breaks the limit is disconnected), and its doorbell is the supervisor's own end
+//!   of a socket pair, rung without blocking after the reply ring's lock is released;
 //! - a socket reply is queued to the connection's writer thread, which gives the client
 //!   `--reply-timeout` to take it and disconnects it otherwise: a reader that stops reading
 //!   never holds a guest thread;

@@ -1,6 +1,6 @@
-//! The RuntimeDriver gRPC service (seed 000) on its own Unix socket: the interoperable door
-//! beside the ring. Calls go through the same runtime, guest threads, limits, idempotency
-//! cache and peer policy as ring calls.
+//! The RuntimeDriver gRPC service (runtime.v1) on its own Unix socket: the interoperable
+//! door beside the ring. Calls go through the same runtime, guest threads, limits,
+//! idempotency cache and peer policy as ring calls.
 //!
 //! Served with hyper's HTTP/2 directly rather than tonic's transport server, so that this
 //! module, not a layer in front of it, owns the caller's deadline (`grpc-timeout`): the
@@ -32,7 +32,7 @@ use tracing::{debug, error, info};
 use super::{Shared, server_name};
 use crate::serve::connection::Peer;
 
-/// What Discover reports as enabled (seed 000's `-features`).
+/// Discover's feature list: what it reports as enabled.
 const FEATURES: &[&str] = &[
     "wasm",
     "ring",
@@ -233,8 +233,9 @@ pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<R
         return Err(bad("pass one of args, params and params_json"));
     }
     // An absolute path names a native binary: it runs as the entry whose recorded digests
-    // match its content (seed 001); failing that, as itself if the allowlist lets it (issue
-    // 6: `ctr images ls` as seed 000 shows); else it is refused with EACCES.
+    // match its content (the entry's originals); failing that, as itself if the allowlist
+    // lets it (a native tool named by absolute path, e.g. `/usr/bin/ctr images ls`); else
+    // it is refused with EACCES.
     let (tool, entry) = if execute.instruction.starts_with('/') {
         let binary = std::path::Path::new(&execute.instruction);
         match runtime.entry_for_native(binary) {
@@ -306,8 +307,8 @@ pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<R
     })
 }
 
-/// Seed 000's string parameters, typed by the entry's schema: "true"/"false" for booleans,
-/// decimal numbers, JSON arrays (or a single string) for arrays.
+/// The string parameters of `params`, typed by the entry's schema: "true"/"false" for
+/// booleans, decimal numbers, JSON arrays (or a single string) for arrays.
 fn typed_params(entry: &Entry, params: HashMap<String, String>) -> Result<Value, Error> {
     let properties = entry.arguments.get("properties").and_then(Value::as_object);
     let mut typed = Map::new();

@@ -3,7 +3,7 @@
 //! A guest that escaped the WebAssembly sandbox would find itself on one of these threads.
 //! The filter leaves what the engine needs (memory mapping, futexes, reading files, creating
 //! threads) and refuses what an escape would want first: starting programs (`EACCES`, the
-//! answer seed 001 gives to a refused execve), creating processes, debugging other
+//! answer to an execve the manifest does not allow), creating processes, debugging other
 //! processes, changing mounts or namespaces, loading kernel code, and reading other
 //! processes' memory (`EPERM`). Filters are per thread and inherited by threads these
 //! threads create; the supervisor's other threads are not filtered. Allowlisted native tools
