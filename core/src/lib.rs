@@ -14,6 +14,8 @@
 //! - [`caller`]: who a call is for and how long its caller waits (identity, deadline,
 //!   cancellation), and [`mounts`]: which host directories a peer's call may see;
 //! - [`native`]: allowlisted native binaries, run behind the same API;
+//! - [`policy`]: the operator's policy document (limits, native tools, sandbox, cgroups,
+//!   peers), read from TOML;
 //! - [`pack`]: building and signing a bundle.
 //!
 //! ```no_run
@@ -49,6 +51,7 @@ pub mod mounts;
 pub mod native;
 pub mod pack;
 mod peer_access;
+pub mod policy;
 mod pool;
 pub mod queue;
 mod request;
@@ -67,6 +70,7 @@ pub use epoch::{Stop, Stopped};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{Entry, Manifest};
 pub use mounts::MountRoot;
+pub use policy::{Policy, PolicyError};
 pub use request::{Limits, Mount, Request, ToolRef};
 pub use result::{Output, ResourceUsage, Timings};
 pub use runtime::{Runtime, RuntimeOptions, StartupReport};
