@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+pub use megavisor_core::policy::{parse_duration, parse_size};
 
 /// megavisor: microsecond tool calls from a verified, warm WebAssembly megabinary.
 #[derive(Parser)]
@@ -33,6 +34,26 @@ pub enum Command {
     Pack(PackArgs),
     /// Serve the bundle to local clients over a Unix socket (shared-memory rings or frames).
     Serve(ServeArgs),
+    /// The policy in force: `megavisor policy show [--json]`.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy a command with these flags runs under, every default filled in.
+    Show(PolicyShowArgs),
+}
+
+#[derive(Args)]
+pub struct PolicyShowArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub serve: ServePolicyArgs,
+    /// Print JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the bundle is and whom to trust.
@@ -60,58 +81,97 @@ pub struct BundleArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
-    pub native: NativeArgs,
+    pub policy: PolicyArgs,
 }
 
-/// Which native binaries may run as tools (none unless one of these is given).
+/// The policy document, and flags that override single keys of it (see
+/// `docs/policy.example.toml`; `megavisor policy show` prints the result).
 #[derive(Args, Clone, Default)]
-pub struct NativeArgs {
+pub struct PolicyArgs {
+    /// The policy (TOML). Default: MEGAVISOR_POLICY, else every key's default.
+    #[arg(long, value_name = "FILE", env = "MEGAVISOR_POLICY")]
+    pub policy: Option<PathBuf>,
     /// Allow the native binary at this absolute path (repeatable; symlinks are resolved).
+    /// Adds to `native.binaries`.
     #[arg(long = "allow-binary", value_name = "PATH")]
     pub binaries: Vec<PathBuf>,
     /// Allow the binaries listed in this file: one absolute path per line, `#` comments;
-    /// re-read about every 2 s when it changes. Default: MEGAVISOR_ALLOWLIST.
+    /// re-read about every 2 s when it changes (`native.allowlist_file`). Default:
+    /// MEGAVISOR_ALLOWLIST.
     #[arg(long, value_name = "FILE", env = "MEGAVISOR_ALLOWLIST")]
     pub allowlist: Option<PathBuf>,
-    /// Allow binaries with this SHA-256 or BLAKE3 hex digest wherever they lie (repeatable);
-    /// once any is given, a listed path whose content matches none is refused.
+    /// Allow binaries with this SHA-256 or BLAKE3 hex digest wherever they lie (repeatable;
+    /// adds to `native.digests`); once any is given, a listed path whose content matches
+    /// none is refused.
     #[arg(long = "allow-digest", value_name = "HEX")]
     pub digests: Vec<String>,
     /// Environment variable a request may pass to a native tool: a name, or a prefix ending
-    /// in `*` (repeatable).
+    /// in `*` (repeatable; adds to `native.env`).
     #[arg(long = "native-env", value_name = "NAME")]
     pub native_env: Vec<String>,
     /// Run native tools in the sandbox: new user, PID, mount, UTS, IPC and network
-    /// namespaces, a read-only root, uid 65534, rlimits, seccomp, a cgroup (needs root).
+    /// namespaces, a read-only root, uid 65534, rlimits, seccomp, a cgroup (needs root;
+    /// `sandbox.enabled`).
     #[arg(long)]
     pub sandbox: bool,
-    /// The sandbox's root directory (default: a fresh one showing /usr, /bin, /lib, /etc
-    /// read-only).
-    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    /// The sandbox's root directory (`sandbox.root`; default: a fresh one showing /usr,
+    /// /bin, /lib, /etc read-only).
+    #[arg(long, value_name = "DIR")]
     pub sandbox_root: Option<PathBuf>,
     /// A host directory mounted read-write (noexec) at /workspace, the tools' working
-    /// directory (default: a private tmpfs).
-    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    /// directory (`sandbox.workspace`; default: a private tmpfs).
+    #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
-    /// Keep the host's network (no network namespace).
-    #[arg(long, requires = "sandbox")]
+    /// Keep the host's network (no network namespace; `sandbox.network`).
+    #[arg(long)]
     pub network: bool,
-    /// CPU quota of each native call, in cores (e.g. 0.5).
-    #[arg(long, value_name = "CORES", requires = "sandbox")]
-    pub cpus: Option<f64>,
-    /// Processes each native call may have at once.
-    #[arg(long, value_name = "N", default_value_t = 256, requires = "sandbox")]
-    pub pids: u64,
-    /// IO weight of each native call (cgroup v2: 1-10000; v1: 10-1000).
-    #[arg(long, value_name = "N", requires = "sandbox")]
-    pub io_weight: Option<u32>,
-    /// Cgroup hierarchy of native calls: auto (v2 if it has the controllers, else v1), v1,
-    /// v2 or none.
-    #[arg(long, value_name = "VERSION", default_value = "auto", value_parser = ["auto", "v1", "v2", "none"], requires = "sandbox")]
-    pub cgroup: String,
-    /// The jailer program (default: megavisor-jail beside this one).
-    #[arg(long, value_name = "PATH", requires = "sandbox")]
+    /// The jailer program (`sandbox.jailer`; default: megavisor-jail beside this one).
+    #[arg(long, value_name = "PATH")]
     pub jailer: Option<PathBuf>,
+    /// CPU quota of each native call, in cores, e.g. 0.5 (`cgroups.cpus`).
+    #[arg(long, value_name = "CORES")]
+    pub cpus: Option<f64>,
+    /// Processes each native call may have at once (`cgroups.pids`).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// IO weight of each native call, cgroup v2: 1-10000; v1: 10-1000 (`cgroups.io_weight`).
+    #[arg(long, value_name = "N")]
+    pub io_weight: Option<u32>,
+    /// Memory of each native call, e.g. 512M; a request may only lower it
+    /// (`cgroups.memory`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub native_memory: Option<u64>,
+    /// Cgroup hierarchy of native calls: auto (v2 if it has the controllers, else v1), v1,
+    /// v2 or none (`cgroups.version`).
+    #[arg(long, value_name = "VERSION", value_parser = ["auto", "v1", "v2", "none"])]
+    pub cgroup: Option<String>,
+}
+
+/// Policy keys only a supervisor uses: how many calls run at once, who may connect, and
+/// where their mounts may lie.
+#[derive(Args, Clone, Default)]
+pub struct ServePolicyArgs {
+    /// Calls running at once: guest threads and warm instance slots
+    /// (`limits.max_concurrency`; default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_concurrency: Option<u32>,
+    /// Allow peers with this uid (repeatable; adds to `peers.allow_uids`). Default: only the
+    /// supervisor's own uid.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// Allow peers whose primary gid is this (repeatable; adds to `peers.allow_gids`).
+    #[arg(long = "allow-gid", value_name = "GID")]
+    pub allow_gids: Vec<u32>,
+    /// Make the socket 0660 and owned by this group (name or gid) instead of 0600
+    /// (`peers.socket_group`).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// A host directory under which clients' mounts may lie: DIR[:ro|:rw] (read-only by
+    /// default; repeatable; adds to `peers.mount_roots`). None by default: clients can
+    /// mount nothing. A client's mounts are resolved beneath their root and opened with
+    /// the client's own uid and groups.
+    #[arg(long = "mount-root", value_name = "DIR[:MODE]")]
+    pub mount_roots: Vec<String>,
 }
 
 /// How one invocation is sandboxed and limited.
@@ -231,13 +291,12 @@ pub struct ServeArgs {
     /// for root and $XDG_RUNTIME_DIR/megavisor.sock (or /tmp/megavisor-UID.sock) for others.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Also serve the RuntimeDriver gRPC API (seed 000: Execute, Discover) on this Unix socket,
+    /// Also serve the RuntimeDriver gRPC API (runtime.v1: Execute, Discover) on this Unix socket,
     /// under the same peer policy, limits and runtime.
     #[arg(long, value_name = "PATH")]
     pub grpc_socket: Option<PathBuf>,
-    /// Calls running at once (guest threads and warm instance slots; seed 000's MaxConcurrency).
-    #[arg(long, default_value_t = default_concurrency(), value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub max_concurrency: u32,
+    #[command(flatten)]
+    pub serve_policy: ServePolicyArgs,
     /// Calls that may wait for a guest thread; beyond it calls are refused as busy.
     #[arg(long, default_value_t = 64)]
     pub queue_depth: usize,
@@ -247,15 +306,6 @@ pub struct ServeArgs {
     /// Clients connected at once.
     #[arg(long, default_value_t = 256)]
     pub max_clients: usize,
-    /// Allow peers with this uid (repeatable). Default: only the supervisor's own uid.
-    #[arg(long = "allow-uid", value_name = "UID")]
-    pub allow_uids: Vec<u32>,
-    /// Allow peers whose primary gid is this (repeatable).
-    #[arg(long = "allow-gid", value_name = "GID")]
-    pub allow_gids: Vec<u32>,
-    /// Make the socket 0660 and owned by this group (name or gid) instead of 0600.
-    #[arg(long, value_name = "GROUP")]
-    pub socket_group: Option<String>,
     /// Slots of each ring (rounded up to a power of two).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_slots: u32,
@@ -272,11 +322,6 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for calls in flight before exiting anyway.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// A host directory under which clients' mounts may lie: DIR[:ro|:rw] (read-only by
-    /// default; repeatable). None by default: clients can mount nothing. A client's mounts
-    /// are resolved beneath their root and opened with the client's own uid and groups.
-    #[arg(long = "mount-root", value_name = "DIR[:MODE]")]
-    pub mount_roots: Vec<String>,
     /// How long a new connection has for its whole hello.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub hello_timeout: Duration,
@@ -288,65 +333,4 @@ pub struct ServeArgs {
     /// yet taken, rings); calls and connections beyond it are refused as busy.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub max_held_bytes: u64,
-}
-
-fn default_concurrency() -> u32 {
-    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-}
-
-/// Parses `500ms`, `2s`, `1.5s`, `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e3)
-    } else {
-        return Err(format!("{s:?} needs a unit: ms, s or m (e.g. 500ms, 2s)"));
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration"))?;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(format!("{s:?} must be a positive duration"));
-    }
-    Ok(Duration::from_micros((value * unit_ms * 1e3) as u64))
-}
-
-/// Parses `65536`, `64K`, `16M`, `1G` (binary multiples; `KiB`, `MiB`, `GiB` also accepted).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let upper = s.to_ascii_uppercase();
-    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, shift) = match trimmed.chars().last() {
-        Some('K') => (&trimmed[..trimmed.len() - 1], 10),
-        Some('M') => (&trimmed[..trimmed.len() - 1], 20),
-        Some('G') => (&trimmed[..trimmed.len() - 1], 30),
-        _ => (trimmed, 0),
-    };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64K, 16M, 1G)"))?;
-    value
-        .checked_shl(shift)
-        .filter(|v| v >> shift == value)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
-        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("lots").is_err());
-    }
 }

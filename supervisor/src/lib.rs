@@ -37,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Pack(args) => commands::pack::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Policy(command) => commands::policy::run(command),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod keygen;
 pub mod pack;
+pub mod policy;
 pub mod run;
 pub mod tools;
 pub mod verify;
@@ -11,14 +12,9 @@ pub mod verify;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
-use megavisor_core::native::{
-    AllowlistConfig, CgroupVersion, Namespaces, NativeOptions, ResourceLimits, SandboxOptions,
-};
-use megavisor_core::{
-    EngineOptions, Error, Limits, Mount, Request, Result, Runtime, RuntimeOptions, TrustPolicy,
-};
+use megavisor_core::{Error, Limits, Mount, Request, Result, Runtime, RuntimeOptions, TrustPolicy};
 
-use crate::args::{BundleArgs, InvokeArgs, NativeArgs, TrustArgs};
+use crate::args::{BundleArgs, InvokeArgs, TrustArgs};
 
 /// Where the set-up (`make setup`) puts what it builds: `build/` in the workspace root.
 fn build_dir() -> PathBuf {
@@ -57,61 +53,13 @@ pub fn trust_policy(args: &TrustArgs) -> Result<TrustPolicy> {
     Ok(policy)
 }
 
-/// Runtime options for a one-shot command: a single slot is enough.
-pub fn runtime_options(args: &BundleArgs) -> RuntimeOptions {
-    RuntimeOptions {
-        engine: EngineOptions {
-            max_concurrency: 1,
-            cache_dir: args.trust.cache_dir.clone(),
-            ..EngineOptions::default()
-        },
-        native: native_options(&args.native),
-        ..RuntimeOptions::default()
-    }
-}
-
-/// The native tools the flags allow; `None` (every native tool refused) when they name none.
-pub fn native_options(args: &NativeArgs) -> Option<NativeOptions> {
-    if args.binaries.is_empty() && args.allowlist.is_none() && args.digests.is_empty() {
-        return None;
-    }
-    Some(NativeOptions {
-        allowlist: AllowlistConfig {
-            paths: args.binaries.clone(),
-            file: args.allowlist.clone(),
-            digests: args.digests.clone(),
-            ..AllowlistConfig::default()
-        },
-        env: args.native_env.clone(),
-        sandbox: args.sandbox.then(|| sandbox_options(args)),
-        ..NativeOptions::default()
-    })
-}
-
-fn sandbox_options(args: &NativeArgs) -> SandboxOptions {
-    let defaults = SandboxOptions::default();
-    SandboxOptions {
-        jailer: args.jailer.clone().unwrap_or(defaults.jailer),
-        namespaces: Namespaces {
-            net: !args.network,
-            ..Namespaces::default()
-        },
-        root: args.sandbox_root.clone(),
-        workspace: args.workspace.clone(),
-        resources: ResourceLimits {
-            cpu_cores: args.cpus,
-            pids: Some(args.pids),
-            io_weight: args.io_weight,
-            memory_bytes: None,
-        },
-        cgroups: match args.cgroup.as_str() {
-            "v1" => Some(CgroupVersion::V1),
-            "v2" => Some(CgroupVersion::V2),
-            "none" => None,
-            _ => Some(CgroupVersion::Auto),
-        },
-        ..defaults
-    }
+/// Runtime options for a one-shot command under the policy its flags name: a single slot
+/// is enough.
+pub fn runtime_options(args: &BundleArgs) -> Result<RuntimeOptions> {
+    let mut options =
+        policy::load(&args.policy, None)?.runtime_options(args.trust.cache_dir.clone())?;
+    options.engine.max_concurrency = 1;
+    Ok(options)
 }
 
 /// Verifies and loads the bundle.
@@ -123,7 +71,7 @@ pub fn open_runtime(args: &BundleArgs) -> Result<Runtime> {
             dir.display()
         )));
     }
-    Runtime::open(&dir, &trust_policy(&args.trust)?, runtime_options(args))
+    Runtime::open(&dir, &trust_policy(&args.trust)?, runtime_options(args)?)
 }
 
 /// Builds the request for `tool` from the invocation flags, reading stdin unless it is a

@@ -75,7 +75,7 @@ fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
         &wasm,
         name,
         granted_by_flags(&request.mounts, &request.env),
-        runtime_options(&args.bundle),
+        runtime_options(&args.bundle)?,
     )?;
     Ok(render::report(runtime.run(&request), args.invoke.json))
 }

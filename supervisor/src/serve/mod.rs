@@ -23,9 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use megavisor_core::{
-    Caller, EngineOptions, Error, MountRoot, Result, Runtime, RuntimeOptions, StartupReport,
-};
+use megavisor_core::{Caller, Error, Policy, Result, Runtime, StartupReport};
 use megavisor_wire::proto::RingGeometry;
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
@@ -33,7 +31,7 @@ use tracing::{error, info, warn};
 pub use peers::PeerPolicy;
 
 use crate::args::ServeArgs;
-use crate::commands::{bundle_dir, native_options, trust_policy};
+use crate::commands::{bundle_dir, policy, trust_policy};
 use executor::Executor;
 use seccomp::GuestFilter;
 use stragglers::StragglerWatch;
@@ -100,10 +98,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .thread_block()
         .map_err(|e| internal("block signals", e))?;
 
-    let config = args.config()?;
+    let policy = policy::load(&args.bundle.policy, Some(&args.serve_policy))?;
+    let config = args.config(&policy)?;
     let filter =
         Arc::new(GuestFilter::compile().map_err(|e| internal("compile the seccomp filter", e))?);
-    let runtime = open(&args)?;
+    let runtime = open(&args, &policy)?;
     let startup = runtime.startup();
     let executor = Executor::start(
         config.max_concurrency as usize,
@@ -134,7 +133,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     announce_ready(&shared, &args, &startup);
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => reload(&shared, &args),
+            Ok(Signal::SIGHUP) => reload(&shared, &args, &policy),
             Ok(signal) => {
                 info!("{signal} received: draining");
                 return Ok(drain(&shared));
@@ -144,42 +143,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     }
 }
 
-fn open(args: &ServeArgs) -> Result<Runtime> {
+/// Verifies the bundle and opens it under `policy`.
+fn open(args: &ServeArgs, policy: &Policy) -> Result<Runtime> {
     let dir = bundle_dir(&args.bundle);
-    let policy = trust_policy(&args.bundle.trust)?;
-    let options = RuntimeOptions {
-        engine: EngineOptions {
-            max_concurrency: args.max_concurrency,
-            cache_dir: args.bundle.trust.cache_dir.clone(),
-            ..EngineOptions::default()
-        },
-        max_stdin_bytes: args.ring_request_spill,
-        mount_roots: mount_roots(&args.mount_roots)?,
-        native: native_options(&args.bundle.native),
-        ..RuntimeOptions::default()
-    };
-    Runtime::open(&dir, &policy, options)
-}
-
-/// The `--mount-root` flags, each resolved to the directory it names now (so a symlink
-/// swapped in later does not move it).
-fn mount_roots(specs: &[String]) -> Result<Vec<MountRoot>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let mut root = MountRoot::parse(spec).map_err(Error::BadRequest)?;
-            root.path = root.path.canonicalize().map_err(|e| {
-                Error::BadRequest(format!("--mount-root {}: {e}", root.path.display()))
-            })?;
-            if !root.path.is_dir() {
-                return Err(Error::BadRequest(format!(
-                    "--mount-root {} is not a directory",
-                    root.path.display()
-                )));
-            }
-            Ok(root)
-        })
-        .collect()
+    let trust = trust_policy(&args.bundle.trust)?;
+    let mut options = policy.runtime_options(args.bundle.trust.cache_dir.clone())?;
+    options.max_stdin_bytes = options.max_stdin_bytes.min(args.ring_request_spill);
+    Runtime::open(&dir, &trust, options)
 }
 
 fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
@@ -206,15 +176,23 @@ fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
     systemd::notify("READY=1");
 }
 
-/// Verifies and warms the bundle again; only a runtime that is entirely ready replaces the
-/// serving one. On any failure the old one keeps serving.
-fn reload(shared: &Shared, args: &ServeArgs) {
+/// Reads the policy and verifies and warms the bundle again; only a runtime that is
+/// entirely ready replaces the serving one. On any failure (a broken policy included) the
+/// old one keeps serving. `started` is the policy the supervisor started with: its keys
+/// that shape the process (guest threads, peers, the socket's group) take a restart.
+fn reload(shared: &Shared, args: &ServeArgs, started: &Policy) {
     info!(
         "SIGHUP received: reloading {}",
         bundle_dir(&args.bundle).display()
     );
     systemd::notify("RELOADING=1");
-    match open(args) {
+    let reopened = policy::load(&args.bundle.policy, Some(&args.serve_policy)).and_then(|new| {
+        if new.peers != started.peers || new.limits.max_concurrency != started.limits.max_concurrency {
+            warn!("the policy's [peers] and limits.max_concurrency take effect at the next start; the rest applies now");
+        }
+        open(args, &new)
+    });
+    match reopened {
         Ok(runtime) => {
             let startup = runtime.startup();
             *shared.runtime.write().expect("runtime lock") = Arc::new(runtime);
@@ -222,10 +200,10 @@ fn reload(shared: &Shared, args: &ServeArgs) {
                 verify_ms = startup.verify.as_secs_f64() * 1e3,
                 load_ms = startup.load.as_secs_f64() * 1e3,
                 warm_ms = startup.warm.as_secs_f64() * 1e3,
-                "reloaded: new calls use the new bundle"
+                "reloaded: new calls use the new bundle and policy"
             );
         }
-        Err(err) => error!("reload failed, still serving the previous bundle: {err}"),
+        Err(err) => error!("reload failed, still serving the previous bundle and policy: {err}"),
     }
     systemd::notify("READY=1");
 }
@@ -341,7 +319,7 @@ fn internal(action: &'static str, err: impl std::fmt::Display) -> Error {
 
 impl ServeArgs {
     /// Checks the flags and turns them into the supervisor's settings.
-    fn config(&self) -> Result<ServeConfig> {
+    fn config(&self, policy: &Policy) -> Result<ServeConfig> {
         let bad = |m: String| Error::BadRequest(m);
         let u32_of = |name: &str, v: u64| {
             u32::try_from(v).map_err(|_| bad(format!("--{name} {v} is too large")))
@@ -353,7 +331,7 @@ impl ServeArgs {
             u32_of("ring-reply-spill", self.ring_reply_spill)?,
         );
         megavisor_wire::ring::Layout::new(&ring).map_err(|e| bad(e.to_string()))?;
-        let socket_group = match &self.socket_group {
+        let socket_group = match &policy.peers.socket_group {
             None => None,
             Some(group) => Some(match group.parse::<u32>() {
                 Ok(gid) => gid,
@@ -372,8 +350,11 @@ impl ServeArgs {
                 .unwrap_or_else(megavisor_client::Client::default_socket),
             grpc_socket: self.grpc_socket.clone(),
             socket_group,
-            peers: PeerPolicy::new(self.allow_uids.clone(), self.allow_gids.clone()),
-            max_concurrency: self.max_concurrency,
+            peers: PeerPolicy::new(
+                policy.peers.allow_uids.clone(),
+                policy.peers.allow_gids.clone(),
+            ),
+            max_concurrency: policy.limits.max_concurrency,
             queue_depth: self.queue_depth,
             client_in_flight: self.client_in_flight,
             max_clients: self.max_clients,
