@@ -121,6 +121,68 @@ export interface EmbeddedOptions {
   allowDigests?: string[];
   /** Variables (or `PREFIX*`) a native tool may be passed. */
   nativeEnv?: string[];
+  /**
+   * The operator's policy: the path of a TOML file (the format of
+   * docs/policy.example.toml), or the same structure as an object. The options above
+   * override single keys of it; a malformed policy throws `bad_request` naming the file
+   * (or `<inline>`) and the key.
+   */
+  policy?: string | Policy;
+}
+
+/** A size: bytes, or a string such as `"64K"`, `"16M"`, `"1G"`. */
+export type Size = number | string;
+/** A duration: a string such as `"500ms"`, `"30s"`, `"10m"`, `"1h"`. */
+export type Span = string;
+
+/** The policy document (every key optional; unknown keys are refused). */
+export interface Policy {
+  limits?: {
+    max_concurrency?: number;
+    max_memory?: Size;
+    max_timeout?: Span;
+    max_output?: Size;
+    max_stdin?: Size;
+    idempotency_entries?: number;
+    idempotency_bytes?: Size;
+    idempotency_ttl?: Span;
+  };
+  native?: {
+    binaries?: string[];
+    allowlist_file?: string;
+    digests?: string[];
+    env?: string[];
+    default_timeout?: Span;
+    cwd?: string;
+  };
+  sandbox?: {
+    enabled?: boolean;
+    jailer?: string;
+    root?: string;
+    read_only?: string[];
+    workspace?: string;
+    network?: boolean;
+    tmp_size?: Size;
+    uid?: number;
+    gid?: number;
+    hostname?: string;
+    open_files?: number;
+    file_size?: Size;
+    cpu_seconds?: number;
+  };
+  cgroups?: {
+    version?: 'auto' | 'v1' | 'v2' | 'none';
+    cpus?: number;
+    pids?: number;
+    io_weight?: number;
+    memory?: Size;
+  };
+  peers?: {
+    allow_uids?: number[];
+    allow_gids?: number[];
+    socket_group?: string;
+    mount_roots?: string[];
+  };
 }
 
 /** Verifies a bundle and loads it into this process. Throws `HASH_MISMATCH`, `BAD_SIGNATURE`, ... */

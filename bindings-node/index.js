@@ -157,12 +157,17 @@ function opened(result) {
  * $MEGAVISOR_TRUSTED_KEY, else the key that signed the shipped bundle). Native tools (named
  * by absolute path) run, as plain processes, only if `allowBinaries`, `allowlist` or
  * `allowDigests` allow them; `nativeEnv` names the variables they may be passed.
+ * `options.policy` is the operator's policy: the path of a TOML file (the format of
+ * docs/policy.example.toml), or the same structure as an object; the options above
+ * override single keys of it.
  */
 function embedded(options = {}) {
-  const { bundle, trustedKey, maxConcurrency, allowBinaries, allowlist, allowDigests, nativeEnv } = options;
-  const allowsNative = allowBinaries !== undefined || allowlist !== undefined || allowDigests !== undefined;
-  const nativeTools = allowsNative ? { allowBinaries, allowlist, allowDigests, nativeEnv } : undefined;
-  return opened(native.Driver.embedded(bundle, trustedKey, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY, maxConcurrency, nativeTools));
+  const { bundle, trustedKey, maxConcurrency, allowBinaries, allowlist, allowDigests, nativeEnv, policy } = options;
+  const nativeTools = { allowBinaries, allowlist, allowDigests, nativeEnv };
+  const policyPath = typeof policy === 'string' ? policy : undefined;
+  const policyJson = policy !== undefined && typeof policy !== 'string' ? JSON.stringify(policy) : undefined;
+  return opened(native.Driver.embedded(bundle, trustedKey, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY, maxConcurrency,
+    nativeTools, policyPath, policyJson));
 }
 
 /** Connects to a running supervisor at `socket` (else $MEGAVISOR_SOCKET, else the default). */

@@ -90,11 +90,24 @@ const char *driver_last_error(void);
 
 // Opens an embedded driver on the bundle directory `bundle` (NULL: `$MEGAVISOR_BUNDLE`,
 // else the bundle the set-up built), trusting the public key file `trusted_key` (NULL:
-// `$MEGAVISOR_TRUSTED_KEY`, else the set-up's key). On success stores the driver in `*out`.
+// `$MEGAVISOR_TRUSTED_KEY`, else the set-up's key), under every default of the policy. On
+// success stores the driver in `*out`.
 //
 // # Safety
 // `bundle` and `trusted_key` are NULL or NUL-terminated strings; `out` is writable.
 driver_status driver_open_embedded(const char *bundle, const char *trusted_key, driver_t **out);
+
+// Like `driver_open_embedded`, under the policy in the TOML file `policy` (NULL: every
+// default; the format of `docs/policy.example.toml`). A malformed policy fails with
+// `DRIVER_STATUS_BAD_REQUEST`, and `driver_last_error()` names the file and the key.
+//
+// # Safety
+// `bundle`, `trusted_key` and `policy` are NULL or NUL-terminated strings; `out` is
+// writable.
+driver_status driver_open_embedded_with_policy(const char *bundle,
+                                               const char *trusted_key,
+                                               const char *policy,
+                                               driver_t **out);
 
 // Connects to the supervisor at the socket path `socket` (NULL: `$MEGAVISOR_SOCKET`, else
 // the default socket). On success stores the driver in `*out`.

@@ -12,7 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use megavisor_driver::{Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, Output};
+use megavisor_driver::{
+    Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, Output, load_policy,
+};
 
 /// Outcome of a libdriver call.
 #[repr(C)]
@@ -101,7 +103,8 @@ pub extern "C" fn driver_last_error() -> *const c_char {
 
 /// Opens an embedded driver on the bundle directory `bundle` (NULL: `$MEGAVISOR_BUNDLE`,
 /// else the bundle the set-up built), trusting the public key file `trusted_key` (NULL:
-/// `$MEGAVISOR_TRUSTED_KEY`, else the set-up's key). On success stores the driver in `*out`.
+/// `$MEGAVISOR_TRUSTED_KEY`, else the set-up's key), under every default of the policy. On
+/// success stores the driver in `*out`.
 ///
 /// # Safety
 /// `bundle` and `trusted_key` are NULL or NUL-terminated strings; `out` is writable.
@@ -109,6 +112,24 @@ pub extern "C" fn driver_last_error() -> *const c_char {
 pub unsafe extern "C" fn driver_open_embedded(
     bundle: *const c_char,
     trusted_key: *const c_char,
+    out: *mut *mut Driver,
+) -> DriverStatus {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { driver_open_embedded_with_policy(bundle, trusted_key, std::ptr::null(), out) }
+}
+
+/// Like `driver_open_embedded`, under the policy in the TOML file `policy` (NULL: every
+/// default; the format of `docs/policy.example.toml`). A malformed policy fails with
+/// `DRIVER_STATUS_BAD_REQUEST`, and `driver_last_error()` names the file and the key.
+///
+/// # Safety
+/// `bundle`, `trusted_key` and `policy` are NULL or NUL-terminated strings; `out` is
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_open_embedded_with_policy(
+    bundle: *const c_char,
+    trusted_key: *const c_char,
+    policy: *const c_char,
     out: *mut *mut Driver,
 ) -> DriverStatus {
     guard(|| {
@@ -123,6 +144,9 @@ pub unsafe extern "C" fn driver_open_embedded(
         if let Some(key) = unsafe { optional_path(trusted_key, "trusted_key") }? {
             options.trusted_keys = vec![key];
         }
+        // SAFETY: as above.
+        let policy = unsafe { optional_path(policy, "policy") }?;
+        options.policy = load_policy(policy.as_deref(), None).map_err(failed)?;
         let driver = Inner::embedded(&options).map_err(failed)?;
         // SAFETY: `out` is writable (checked non-NULL).
         unsafe { store(out, Driver(driver)) }

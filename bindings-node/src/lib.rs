@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use megavisor_driver::{
-    AllowlistConfig, Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind,
-    NativeOptions,
+    Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind, load_policy,
 };
 use napi::bindgen_prelude::{Buffer, Either, Object};
 use napi::{Env, Result};
@@ -63,6 +62,7 @@ impl Driver {
     /// Verifies a bundle and loads it into this process: `bundle` and `trustedKey`, else
     /// `$MEGAVISOR_BUNDLE` and `$MEGAVISOR_TRUSTED_KEY`, else the package's own.
     #[napi]
+    #[allow(clippy::too_many_arguments)] // the positional arguments index.js passes
     pub fn embedded(
         bundle: Option<String>,
         trusted_key: Option<String>,
@@ -70,6 +70,8 @@ impl Driver {
         default_key: String,
         max_concurrency: Option<u32>,
         native: Option<NativeConfig>,
+        policy_path: Option<String>,
+        policy_json: Option<String>,
     ) -> Either<Driver, Failure> {
         let mut options = EmbeddedOptions::from_env_or(default_bundle, default_key);
         if let Some(bundle) = bundle {
@@ -78,24 +80,28 @@ impl Driver {
         if let Some(key) = trusted_key {
             options.trusted_keys = vec![PathBuf::from(key)];
         }
+        let policy_path = policy_path.map(PathBuf::from);
+        let mut policy = match load_policy(policy_path.as_deref(), policy_json.as_deref()) {
+            Ok(policy) => policy,
+            Err(err) => return opened(Err(err)),
+        };
+        // The options override single keys of the policy.
         if let Some(max) = max_concurrency {
-            options.max_concurrency = max;
+            policy.limits.max_concurrency = max;
         }
-        options.native = native.map(|native| NativeOptions {
-            allowlist: AllowlistConfig {
-                paths: native
-                    .allow_binaries
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                file: native.allowlist.map(PathBuf::from),
-                digests: native.allow_digests.unwrap_or_default(),
-                ..AllowlistConfig::default()
-            },
-            env: native.native_env.unwrap_or_default(),
-            ..NativeOptions::default()
-        });
+        if let Some(tools) = native {
+            let native = &mut policy.native;
+            let paths = tools.allow_binaries.unwrap_or_default();
+            native.binaries.extend(paths.into_iter().map(PathBuf::from));
+            native
+                .digests
+                .extend(tools.allow_digests.unwrap_or_default());
+            native.env.extend(tools.native_env.unwrap_or_default());
+            if let Some(file) = tools.allowlist {
+                native.allowlist_file = Some(PathBuf::from(file));
+            }
+        }
+        options.policy = policy;
         opened(Inner::embedded(&options))
     }
 

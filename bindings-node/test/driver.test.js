@@ -136,3 +136,22 @@ test('an embedded driver runs the native tools it allows', async () => {
   assert.throws(() => megavisor.embedded().runSync('/usr/bin/wc'), (err) => /not enabled/.test(err.message));
 });
 
+test('an embedded driver runs under a policy file or object', async () => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'mv-policy-'));
+  const file = path.join(dir, 'policy.toml');
+  fs.writeFileSync(file, '[limits]\nmax_timeout = "2s"\n\n[native]\ndefault_timeout = "1s"\nbinaries = ["/usr/bin/wc"]\n');
+  const byFile = megavisor.embedded({ policy: file, allowBinaries: ['/usr/bin/id'] });
+  assert.equal((await byFile.run('/usr/bin/wc', ['-c'], { stdin: 'four' })).stdout.toString().trim(), '4');
+  assert.equal(byFile.runSync('/usr/bin/id', ['-u']).exitCode, 0);
+  assert.throws(() => byFile.runSync('true', [], { timeout: 5000 }),
+    (err) => err.code === 'BAD_REQUEST' && /maximum of 2000 ms/.test(err.message));
+  const inline = megavisor.embedded({ policy: { native: { binaries: ['/usr/bin/wc'] } } });
+  assert.equal(inline.runSync('/usr/bin/wc', ['-c'], { stdin: 'ab' }).stdout.toString().trim(), '2');
+  assert.throws(() => megavisor.embedded({ policy: { native: { binaries: '/usr/bin/wc' } } }),
+    (err) => err.code === 'BAD_REQUEST' && err.message.includes('policy <inline>: key `native.binaries`'));
+  fs.writeFileSync(file, '[limits]\nmax_timeout = 5\n');
+  assert.throws(() => megavisor.embedded({ policy: file }),
+    (err) => err.code === 'BAD_REQUEST' && err.message.includes(`policy ${file}: key \`limits.max_timeout\``));
+  fs.rmSync(dir, { recursive: true });
+});
+

@@ -5,6 +5,8 @@ import { tools } from 'megavisor/langchain';
 
 async function typed(): Promise<void> {
   const driver: Driver = embedded({ bundle: '/b', trustedKey: '/k', maxConcurrency: 2 });
+  embedded({ policy: '/etc/megavisor/policy.toml' });
+  embedded({ policy: { limits: { max_timeout: '5s', max_memory: '64M' }, cgroups: { version: 'v2' } } });
   const result: RunResult = await driver.run('echo', ['hi'], { stdin: 'x', timeout: 100, memory: 1 << 20, executionId: 'id', env: { A: 'b' } });
   const code: number = result.exitCode;
   const out: Buffer = result.stdout;

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use megavisor_driver::{
-    AllowlistConfig, Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind,
-    NativeOptions,
+    Call, Cancel, Driver as Inner, EmbeddedOptions, Error, ErrorKind, load_policy,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -28,7 +27,7 @@ impl Driver {
     /// `Driver("embedded", bundle, trusted_key, default_bundle=..., default_key=...)` or
     /// `Driver("connected", socket)`. Verification and connecting run without the GIL.
     #[new]
-    #[pyo3(signature = (mode, path=None, trusted_key=None, *, default_bundle=None, default_key=None, max_concurrency=None, allow_binaries=None, allowlist=None, allow_digests=None, native_env=None))]
+    #[pyo3(signature = (mode, path=None, trusted_key=None, *, default_bundle=None, default_key=None, max_concurrency=None, allow_binaries=None, allowlist=None, allow_digests=None, native_env=None, policy_path=None, policy_json=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
@@ -42,6 +41,8 @@ impl Driver {
         allowlist: Option<PathBuf>,
         allow_digests: Option<Vec<String>>,
         native_env: Option<Vec<String>>,
+        policy_path: Option<PathBuf>,
+        policy_json: Option<String>,
     ) -> PyResult<Self> {
         let inner = match mode {
             "embedded" => {
@@ -55,22 +56,22 @@ impl Driver {
                 if let Some(key) = trusted_key {
                     options.trusted_keys = vec![key];
                 }
-                if let Some(max) = max_concurrency {
-                    options.max_concurrency = max;
-                }
-                if allow_binaries.is_some() || allowlist.is_some() || allow_digests.is_some() {
-                    options.native = Some(NativeOptions {
-                        allowlist: AllowlistConfig {
-                            paths: allow_binaries.unwrap_or_default(),
-                            file: allowlist,
-                            digests: allow_digests.unwrap_or_default(),
-                            ..AllowlistConfig::default()
-                        },
-                        env: native_env.unwrap_or_default(),
-                        ..NativeOptions::default()
-                    });
-                }
-                py.detach(|| Inner::embedded(&options))
+                py.detach(|| {
+                    let mut policy = load_policy(policy_path.as_deref(), policy_json.as_deref())?;
+                    // The keyword arguments override single keys of the policy.
+                    if let Some(max) = max_concurrency {
+                        policy.limits.max_concurrency = max;
+                    }
+                    let native = &mut policy.native;
+                    native.binaries.extend(allow_binaries.unwrap_or_default());
+                    native.digests.extend(allow_digests.unwrap_or_default());
+                    native.env.extend(native_env.unwrap_or_default());
+                    if allowlist.is_some() {
+                        native.allowlist_file = allowlist;
+                    }
+                    options.policy = policy;
+                    Inner::embedded(&options)
+                })
             }
             "connected" => py.detach(|| Inner::connect(path.as_deref())),
             other => {

@@ -185,6 +185,27 @@ def test_an_embedded_driver_runs_the_native_tools_it_allows(tmp_path: Path) -> N
         megavisor.embedded().run("/usr/bin/wc")
 
 
+def test_an_embedded_driver_runs_under_a_policy_file_or_dict(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[limits]\nmax_timeout = "2s"\n\n'
+        '[native]\ndefault_timeout = "1s"\nbinaries = ["/usr/bin/wc"]\n'
+    )
+    by_file = megavisor.embedded(policy=policy, allow_binaries=["/usr/bin/id"])
+    assert by_file.run("/usr/bin/wc", ["-c"], stdin=b"four").stdout.strip() == b"4"
+    assert by_file.run("/usr/bin/id", ["-u"]).ok  # the keyword argument adds to the file's list
+    with pytest.raises(megavisor.BadRequest, match="maximum of 2000 ms"):
+        by_file.run("true", timeout=5.0)
+    inline = megavisor.embedded(policy={"native": {"binaries": ["/usr/bin/wc"]}})
+    assert inline.run("/usr/bin/wc", ["-c"], stdin=b"ab").stdout.strip() == b"2"
+    with pytest.raises(megavisor.BadRequest, match=r"policy <inline>: key `native.binaries`"):
+        megavisor.embedded(policy={"native": {"binaries": "/usr/bin/wc"}})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[limits]\nmax_timeout = 5\n")
+    with pytest.raises(megavisor.BadRequest, match=f"policy {broken}: key `limits.max_timeout`"):
+        megavisor.embedded(policy=broken)
+
+
 @pytest.fixture(params=["embedded", "connected"])
 def one_slot_driver(
     request: pytest.FixtureRequest, start_supervisor: Callable

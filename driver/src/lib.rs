@@ -23,10 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use megavisor_client::Canceller;
 pub use megavisor_client::{Call, Client, Error, ErrorKind, Output, Result, Tool, ToolList};
-pub use megavisor_core::native::{AllowlistConfig, NativeOptions};
-use megavisor_core::{
-    Caller, CancelToken, EngineOptions, Request, Runtime, RuntimeOptions, TrustPolicy,
-};
+use megavisor_core::{Caller, CancelToken, Request, Runtime, TrustPolicy};
+pub use megavisor_core::{Policy, PolicyError};
 
 use workers::Workers;
 
@@ -42,11 +40,9 @@ pub struct EmbeddedOptions {
     pub bundle: PathBuf,
     /// Public keys trusted to sign the manifest.
     pub trusted_keys: Vec<PathBuf>,
-    /// Calls that may run at once in this process.
-    pub max_concurrency: u32,
-    /// Native tools this driver may run (allowlist, environment, sandbox); `None` refuses
-    /// every native tool.
-    pub native: Option<NativeOptions>,
+    /// The policy its calls run under: limits (`limits.max_concurrency` calls at once in
+    /// this process), native tools, their sandbox.
+    pub policy: Policy,
 }
 
 impl EmbeddedOptions {
@@ -55,8 +51,7 @@ impl EmbeddedOptions {
         EmbeddedOptions {
             bundle: bundle.into(),
             trusted_keys: vec![trusted_key.into()],
-            max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
-            native: None,
+            policy: Policy::default(),
         }
     }
 
@@ -70,6 +65,23 @@ impl EmbeddedOptions {
             var(TRUSTED_KEY_ENV).map_or_else(|| trusted_key.into(), PathBuf::from),
         )
     }
+}
+
+/// The policy in the TOML file at `path`, or given inline as JSON (what a binding passes
+/// for a structure), else every default. Errors name the file (or `<inline>`) and the key.
+pub fn load_policy(path: Option<&Path>, inline_json: Option<&str>) -> Result<Policy> {
+    let loaded = match (path, inline_json) {
+        (Some(_), Some(_)) => {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "pass a policy file or an inline policy, not both",
+            ));
+        }
+        (Some(path), None) => Policy::from_file(path),
+        (None, Some(json)) => Policy::from_json(json),
+        (None, None) => return Ok(Policy::default()),
+    };
+    loaded.map_err(|err| core_error(err.into()))
 }
 
 /// A megavisor to run tools on, embedded or connected. Safe to share across threads.
@@ -91,15 +103,8 @@ impl Driver {
     /// Verifies and loads a bundle in this process.
     pub fn embedded(options: &EmbeddedOptions) -> Result<Self> {
         let policy = TrustPolicy::from_key_files(&options.trusted_keys).map_err(core_error)?;
-        let max_concurrency = options.max_concurrency.max(1);
-        let runtime_options = RuntimeOptions {
-            engine: EngineOptions {
-                max_concurrency,
-                ..EngineOptions::default()
-            },
-            native: options.native.clone(),
-            ..RuntimeOptions::default()
-        };
+        let runtime_options = options.policy.runtime_options(None).map_err(core_error)?;
+        let max_concurrency = runtime_options.engine.max_concurrency;
         let runtime =
             Runtime::open(&options.bundle, &policy, runtime_options).map_err(core_error)?;
         Ok(Driver {

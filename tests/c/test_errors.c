@@ -115,6 +115,34 @@ static pid_t garbage_server(const char *path)
     return pid;
 }
 
+/* Writes TEXT to PATH. */
+static void write_file(const char *path, const char *text)
+{
+    FILE *file = fopen(path, "w");
+    CHECK(file != NULL);
+    CHECK(fputs(text, file) >= 0);
+    CHECK(fclose(file) == 0);
+}
+
+/* A policy file narrows what an embedded driver may do; a malformed one names its key. */
+static void policies(const char *build, const char *key)
+{
+    char policy[4096];
+    snprintf(policy, sizeof policy, "%s/c-test-policy.toml", build);
+    write_file(policy, "[limits]\nmax_timeout = \"2s\"\n\n[native]\ndefault_timeout = \"1s\"\nbinaries = [\"/usr/bin/wc\"]\n");
+    driver_t *driver = NULL;
+    CHECK(driver_open_embedded_with_policy(NULL, key, policy, &driver) == DRIVER_STATUS_OK);
+    CHECK(call(driver, "/usr/bin/wc", NULL, 0, 0) == DRIVER_STATUS_OK);
+    CHECK(call(driver, "true", NULL, 5000, 0) == DRIVER_STATUS_BAD_REQUEST);
+    CHECK(strstr(driver_last_error(), "maximum of 2000 ms") != NULL);
+    driver_close(driver);
+    write_file(policy, "[limits]\nmax_timeout = 5\n");
+    CHECK(driver_open_embedded_with_policy(NULL, key, policy, &driver) == DRIVER_STATUS_BAD_REQUEST);
+    CHECK(strstr(driver_last_error(), policy) != NULL);
+    CHECK(strstr(driver_last_error(), "key `limits.max_timeout`") != NULL);
+    CHECK(unlink(policy) == 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 10) {
@@ -150,6 +178,7 @@ int main(int argc, char **argv)
     CHECK(driver_open_embedded(NULL, key, &driver) == DRIVER_STATUS_OK);
     not_allowed(driver);
     driver_close(driver);
+    policies(build, key);
     CHECK(driver_connect(default_socket, &driver) == DRIVER_STATUS_OK);
     not_allowed(driver);
     driver_close(driver);

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import weakref
 from pathlib import Path
@@ -134,6 +135,7 @@ def embedded(
     allowlist: Optional[PathLike] = None,
     allow_digests: Optional[Sequence[str]] = None,
     native_env: Optional[Sequence[str]] = None,
+    policy: Optional[Union[PathLike, Mapping[str, Any]]] = None,
 ) -> Driver:
     """Verifies a bundle and loads it into this process.
 
@@ -145,9 +147,21 @@ def embedded(
     Native tools (a tool named by absolute path) run only if allowed: by path
     (``allow_binaries``), by an allowlist file (``allowlist``) or by SHA-256/BLAKE3 digest
     (``allow_digests``); ``native_env`` names the variables (or ``PREFIX*``) a call may
-    pass them. Embedded, they run as plain processes; the sandbox is the supervisor's
-    (``megavisor serve --sandbox``).
+    pass them. Embedded, they run as plain processes unless the policy enables the sandbox
+    (which needs root).
+
+    ``policy`` is the operator's policy: the path of a TOML file (the format of
+    ``docs/policy.example.toml``), or the same structure as a dict, e.g.
+    ``{"limits": {"max_timeout": "5s"}, "native": {"binaries": ["/usr/bin/wc"]}}``. The
+    keyword arguments above override single keys of it. A malformed policy raises
+    ``BadRequest`` naming the file (or ``<inline>``) and the key.
     """
+    policy_path: Optional[PathLike] = None
+    policy_json: Optional[str] = None
+    if isinstance(policy, Mapping):
+        policy_json = json.dumps(policy)
+    elif policy is not None:
+        policy_path = policy
     return Driver(
         "embedded",
         bundle,
@@ -159,6 +173,8 @@ def embedded(
         allowlist=allowlist,
         allow_digests=list(allow_digests) if allow_digests is not None else None,
         native_env=list(native_env) if native_env is not None else None,
+        policy_path=policy_path,
+        policy_json=policy_json,
     )
 
 

@@ -121,6 +121,8 @@ class Driver:
         allowlist: Optional[_Path] = None,
         allow_digests: Optional[List[str]] = None,
         native_env: Optional[List[str]] = None,
+        policy_path: Optional[_Path] = None,
+        policy_json: Optional[str] = None,
     ) -> None: ...
     @property
     def mode(self) -> Literal["embedded", "connected"]: ...
