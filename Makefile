@@ -11,6 +11,7 @@ MEGAVISOR  := $(CARGO_TARGET_DIR)/release/megavisor
 KEY        := $(BUILD)/keys/megavisor
 BUNDLE     := $(BUILD)/bundle
 TEST_BUNDLE := $(BUILD)/test-bundle
+DATA_LINK  := $(CARGO_TARGET_DIR)/share/megavisor
 PYTHON     ?= python3
 VENV       := $(BUILD)/venv
 
@@ -19,12 +20,12 @@ NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
 .PHONY: setup demo test lint rust-test grpc-test grpc-go-test python-test node-test c-test header bench \
-	bench-deps soak fuzz fuzz-seeds stage-bundle python-install python-venv-package node-package \
+	bench-deps soak fuzz fuzz-seeds stage-bundle install install-test c-lib python-install python-venv-package node-package \
 	node-consumer clean
 
 # Everything the demo, the tests and the README's examples need, including the `megavisor`
 # Python package installed into $(PYTHON) and the Node package ready to `npm install`.
-setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json python-install node-package
+setup: $(BUNDLE)/manifest.json $(TEST_BUNDLE)/manifest.json $(DATA_LINK) python-install node-package
 
 $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
@@ -48,6 +49,13 @@ $(TEST_BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/testbin.wasm gu
 	$(MEGAVISOR) pack --wasm $(BUILD)/guest/testbin.wasm --entries guest/testbin/entries.json \
 		--key $(KEY) --out $(TEST_BUNDLE) --name test
 
+# A program built here finds the checkout's bundle and key where an installed one finds its
+# own: in ../share/megavisor beside it (driver/src/data.rs).
+$(DATA_LINK): $(BUNDLE)/manifest.json
+	mkdir -p $@
+	ln -sfn $(BUNDLE) $@/bundle
+	ln -sfn $(KEY).pub $@/megavisor.pub
+
 # The default bundle and the key that signed it, inside both packages (gitignored there):
 # they ship with the package, so `embedded()` needs nothing else.
 stage-bundle: $(BUNDLE)/manifest.json
@@ -64,7 +72,7 @@ node-package: stage-bundle
 	cargo build --release --locked -p megavisor-node
 	strip --strip-debug -o $(NODE_PACKAGE)/megavisor.node $(CARGO_TARGET_DIR)/release/libmegavisor_node.so
 
-demo: setup
+demo: setup c-lib
 	@echo '$$ megavisor run echo hello'
 	@$(MEGAVISOR) run echo hello
 	@echo '$$ printf "a\nb\nc\n" | megavisor run wc -l'
@@ -85,6 +93,11 @@ demo: setup
 	@cd /tmp && $(PYTHON) -c 'import megavisor; print(megavisor.embedded().run("echo", ["hi from Python"]).stdout)'
 	@echo '$$ node -e "require(\"megavisor\").embedded().run(\"echo\", [\"hi from Node\"]).then(r => process.stdout.write(r.stdout))"'
 	@cd $(NODE_PACKAGE) && node -e 'require(".").embedded().run("echo", ["hi from Node"]).then(r => process.stdout.write(r.stdout))'
+	@echo '$$ export PKG_CONFIG_PATH=$(BUILD)/pkgconfig'
+	@echo '$$ cc examples/c/hello.c $$(pkg-config --cflags --libs driver) -o build/c/hello && build/c/hello'
+	@mkdir -p $(BUILD)/c && cc examples/c/hello.c \
+		$$(PKG_CONFIG_PATH=$(BUILD)/pkgconfig pkg-config --cflags --libs driver) -o $(BUILD)/c/hello
+	@$(BUILD)/c/hello
 
 lint:
 	cargo fmt --all -- --check
@@ -149,15 +162,18 @@ grpc-go-test: setup
 LIBDIR := $(CARGO_TARGET_DIR)/release
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -pthread -Iinclude
 C_LINK := -L$(LIBDIR) -ldriver -Wl,-rpath,$(LIBDIR)
-c-test: setup
+# libdriver, and its pkg-config file for this checkout (build/pkgconfig/driver.pc).
+c-lib: setup
 	cargo build --release --locked -p megavisor-c
-	mkdir -p $(BUILD)/c
-	$(CC) $(C_FLAGS) tests/c/test_driver.c $(C_LINK) -o $(BUILD)/c/test_driver
-	$(CC) $(C_FLAGS) tests/c/test_errors.c $(C_LINK) -o $(BUILD)/c/test_errors
 	command -v pkg-config >/dev/null || apt-get install -y pkg-config
 	mkdir -p $(BUILD)/pkgconfig
 	sed -e 's|@INCLUDEDIR@|$(CURDIR)/include|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 		-e 's|@VERSION@|0.1.0|' bindings-c/driver.pc.in > $(BUILD)/pkgconfig/driver.pc
+
+c-test: c-lib
+	mkdir -p $(BUILD)/c
+	$(CC) $(C_FLAGS) tests/c/test_driver.c $(C_LINK) -o $(BUILD)/c/test_driver
+	$(CC) $(C_FLAGS) tests/c/test_errors.c $(C_LINK) -o $(BUILD)/c/test_errors
 	$(CC) -std=c11 -Wall -Wextra -Werror examples/c/hello.c \
 		$$(PKG_CONFIG_PATH=$(BUILD)/pkgconfig pkg-config --cflags --libs driver) -o $(BUILD)/c/hello
 	command -v valgrind >/dev/null || apt-get install -y valgrind
@@ -196,7 +212,29 @@ fuzz: setup
 fuzz-seeds: setup $(VENV)/.installed
 	$(VENV)/bin/python fuzz/make_seeds.py
 
-test: lint rust-test grpc-test grpc-go-test python-test node-test c-test
+# The CLI, the jailer, libdriver (stripped), driver.h, driver.pc and the default bundle with
+# its key, under PREFIX. Installed programs find the bundle in PREFIX/share/megavisor at run
+# time (driver/src/data.rs); nothing points back into this checkout.
+PREFIX ?= /usr/local
+install: $(BUNDLE)/manifest.json
+	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-c
+	install -d $(PREFIX)/bin $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/share/megavisor
+	install -m 755 -s $(CARGO_TARGET_DIR)/release/megavisor $(CARGO_TARGET_DIR)/release/megavisor-jail $(PREFIX)/bin/
+	install -m 755 $(CARGO_TARGET_DIR)/release/libdriver.so $(PREFIX)/lib/
+	strip --strip-unneeded $(PREFIX)/lib/libdriver.so
+	install -m 644 include/driver.h $(PREFIX)/include/
+	sed -e 's|@INCLUDEDIR@|$(PREFIX)/include|' -e 's|@LIBDIR@|$(PREFIX)/lib|' \
+		-e 's|@VERSION@|0.1.0|' bindings-c/driver.pc.in > $(PREFIX)/lib/pkgconfig/driver.pc
+	rm -rf $(PREFIX)/share/megavisor/bundle
+	cp -r $(BUNDLE) $(PREFIX)/share/megavisor/bundle
+	install -m 644 $(KEY).pub $(PREFIX)/share/megavisor/megavisor.pub
+
+# Installs into a temporary prefix and runs a tool from the installed CLI and from a C
+# program built as the README says, with this checkout's build/ and target/ out of reach.
+install-test: setup
+	sh tests/install/run.sh
+
+test: lint rust-test grpc-test grpc-go-test python-test node-test c-test install-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 	bench/soak --calls 200000 --window-ms 1000 > $(BUILD)/soak-quick.jsonl

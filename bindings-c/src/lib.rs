@@ -8,12 +8,13 @@
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use megavisor_driver::{
-    Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, Output, load_policy,
+    Call, Driver as Inner, EmbeddedOptions, Error, ErrorKind, Output, data, load_policy,
 };
 
 /// Outcome of a libdriver call.
@@ -133,9 +134,11 @@ pub unsafe extern "C" fn driver_open_embedded_with_policy(
     out: *mut *mut Driver,
 ) -> DriverStatus {
     guard(|| {
-        let set_up = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build");
-        let mut options =
-            EmbeddedOptions::from_env_or(set_up.join("bundle"), set_up.join("keys/megavisor.pub"));
+        let data = data::data_dir_beside(&this_library());
+        let mut options = EmbeddedOptions::from_env_or(
+            data.join(data::BUNDLE_DIR),
+            data.join(data::TRUSTED_KEY_FILE),
+        );
         // SAFETY: the caller passes NULL or valid C strings.
         if let Some(bundle) = unsafe { optional_path(bundle, "bundle") }? {
             options.bundle = bundle;
@@ -151,6 +154,24 @@ pub unsafe extern "C" fn driver_open_embedded_with_policy(
         // SAFETY: `out` is writable (checked non-NULL).
         unsafe { store(out, Driver(driver)) }
     })
+}
+
+/// The file this code was loaded from: `libdriver.so`, or the program `libdriver.a` was
+/// linked into. Its default bundle lies beside it (see `megavisor_driver::data`).
+fn this_library() -> PathBuf {
+    // SAFETY: an all-zero Dl_info is a valid value for dladdr to overwrite.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let address = this_library as *const std::ffi::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`; `dli_fname`, when set, is a
+    // NUL-terminated string owned by the dynamic loader.
+    let found = unsafe { libc::dladdr(address, &mut info) } != 0 && !info.dli_fname.is_null();
+    if found {
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        return path.canonicalize().unwrap_or(path);
+    }
+    std::env::current_exe().unwrap_or_default()
 }
 
 /// Connects to the supervisor at the socket path `socket` (NULL: `$MEGAVISOR_SOCKET`, else

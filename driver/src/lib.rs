@@ -16,6 +16,7 @@
 
 mod completion;
 pub mod convert;
+pub mod data;
 mod workers;
 
 use std::path::{Path, PathBuf};

@@ -16,28 +16,29 @@ use megavisor_core::{Error, Limits, Mount, Request, Result, Runtime, RuntimeOpti
 
 use crate::args::{BundleArgs, InvokeArgs, TrustArgs};
 
-/// Where the set-up (`make setup`) puts what it builds: `build/` in the workspace root.
-fn build_dir() -> PathBuf {
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.parent().unwrap_or(crate_dir).join("build")
+/// The data directory of this program: `../share/megavisor` beside it, else the system's
+/// (see `megavisor_driver::data`).
+fn data_dir() -> PathBuf {
+    megavisor_driver::data::data_dir_of_current_exe()
 }
 
-/// The bundle directory: `--bundle`, else `MEGAVISOR_BUNDLE`, else the set-up's bundle.
+/// The bundle directory: `--bundle`, else `MEGAVISOR_BUNDLE`, else the data directory's.
 pub fn bundle_dir(args: &BundleArgs) -> PathBuf {
     args.bundle
         .clone()
         .or_else(|| std::env::var_os("MEGAVISOR_BUNDLE").map(PathBuf::from))
-        .unwrap_or_else(|| build_dir().join("bundle"))
+        .unwrap_or_else(|| data_dir().join(megavisor_driver::data::BUNDLE_DIR))
 }
 
-/// The trust policy: `--trusted-key`, else `MEGAVISOR_TRUSTED_KEY`, else the set-up's key.
+/// The trust policy: `--trusted-key`, else `MEGAVISOR_TRUSTED_KEY`, else the data
+/// directory's key.
 pub fn trust_policy(args: &TrustArgs) -> Result<TrustPolicy> {
     let keys = if !args.trusted_keys.is_empty() {
         args.trusted_keys.clone()
     } else if let Some(key) = std::env::var_os("MEGAVISOR_TRUSTED_KEY") {
         vec![PathBuf::from(key)]
     } else {
-        let default = build_dir().join("keys/megavisor.pub");
+        let default = data_dir().join(megavisor_driver::data::TRUSTED_KEY_FILE);
         if default.exists() || !args.allow_unsigned {
             vec![default]
         } else {
@@ -67,7 +68,7 @@ pub fn open_runtime(args: &BundleArgs) -> Result<Runtime> {
     let dir = bundle_dir(args);
     if !dir.join(megavisor_core::manifest::MANIFEST_FILE).exists() {
         return Err(Error::BadRequest(format!(
-            "no bundle at {}: run `make setup`, or pass --bundle DIR or set MEGAVISOR_BUNDLE",
+            "no bundle at {}: pass --bundle DIR or set MEGAVISOR_BUNDLE (or install one: `make install`, or `make setup` in a checkout)",
             dir.display()
         )));
     }
