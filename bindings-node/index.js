@@ -29,12 +29,9 @@ const DEFAULT_BUNDLE = path.join(__dirname, 'bundle');
 /** The key that signed it, beside it: a key inside the bundle it verifies is never trusted. */
 const DEFAULT_TRUSTED_KEY = path.join(__dirname, 'bundle.pub');
 
-/** Error codes by kind, as `err.code` (`TIMEOUT`, `HASH_MISMATCH`, ...). */
-const KINDS = [
-  'hash_mismatch', 'bad_signature', 'tool_not_found', 'not_allowed', 'timeout',
-  'memory_limit', 'trap', 'bad_request', 'internal', 'busy', 'shutting_down',
-  'cancelled', 'connection_lost', 'protocol',
-];
+/** The error kinds, from the one table of the native module; `err.code` is CODES[kind]. */
+const KINDS = native.errorKinds().map((k) => k.name);
+const CODES = Object.fromEntries(native.errorKinds().map((k) => [k.name, k.code]));
 
 /** A call that did not run to an exit, or a driver that could not be opened. */
 class MegavisorError extends Error {
@@ -44,7 +41,7 @@ class MegavisorError extends Error {
     /** The stable snake-case kind, as in every megavisor binding. */
     this.kind = kind;
     /** The kind in upper case: `TIMEOUT`, `HASH_MISMATCH`, ... */
-    this.code = kind.toUpperCase();
+    this.code = CODES[kind];
     /** What the tool wrote before it was stopped (timeout, memory limit, trap), or null. */
     this.partial = partial ?? null;
   }

@@ -366,7 +366,12 @@ fn guard(body: impl FnOnce() -> Result<(), Failure>) -> DriverStatus {
 }
 
 fn failed(err: Error) -> Failure {
-    let status = match err.kind() {
+    (status_of(err.kind()), err.to_string())
+}
+
+/// The C status of an error kind (held to `megavisor_client::kinds` by a test).
+fn status_of(kind: ErrorKind) -> DriverStatus {
+    match kind {
         ErrorKind::HashMismatch => DriverStatus::HashMismatch,
         ErrorKind::BadSignature => DriverStatus::BadSignature,
         ErrorKind::ToolNotFound => DriverStatus::ToolNotFound,
@@ -381,8 +386,7 @@ fn failed(err: Error) -> Failure {
         ErrorKind::Protocol => DriverStatus::Protocol,
         ErrorKind::Cancelled => DriverStatus::Cancelled,
         _ => DriverStatus::Internal,
-    };
-    (status, err.to_string())
+    }
 }
 
 fn invalid(message: &str) -> Failure {
@@ -494,4 +498,16 @@ unsafe fn bytes(
         unsafe { *len = data.len() };
     }
     data.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_table_of_kinds() {
+        for info in megavisor_driver::KINDS {
+            assert_eq!(status_of(info.kind) as i32, info.c_status, "{}", info.name);
+        }
+    }
 }

@@ -174,6 +174,27 @@ impl Driver {
     }
 }
 
+/// One error kind of the one table (`megavisor_client::kinds`).
+#[napi(object)]
+pub struct ErrorKindInfo {
+    /// The wire name (`timeout`).
+    pub name: String,
+    /// `err.code` (`TIMEOUT`).
+    pub code: String,
+}
+
+/// The one table of error kinds, in order: `index.js` builds its `KINDS` from it.
+#[napi]
+pub fn error_kinds() -> Vec<ErrorKindInfo> {
+    megavisor_driver::KINDS
+        .iter()
+        .map(|info| ErrorKindInfo {
+            name: info.name.to_owned(),
+            code: info.node_code.to_owned(),
+        })
+        .collect()
+}
+
 /// What gives up on a call started by `run`: `index.js` makes one for a call with an
 /// `AbortSignal` and cancels it when the signal aborts.
 #[napi]

@@ -9,6 +9,15 @@ const { setTimeout: sleep } = require('node:timers/promises');
 const megavisor = require('megavisor');
 const { KEY, TEST_BUNDLE, startSupervisor, tamperedBundle, strangerKey, tempDir } = require('./helpers.js');
 
+test('the kinds and codes are the one table of kinds, and index.d.ts names them all', () => {
+  assert.equal(megavisor.KINDS.length, 14);
+  const err = new megavisor.MegavisorError('tool_not_found', 'x');
+  assert.equal(err.code, 'TOOL_NOT_FOUND');
+  const types = require('node:fs').readFileSync(path.join(path.dirname(require.resolve('megavisor')), 'index.d.ts'), 'utf8');
+  const union = types.match(/export type ErrorKind =([^;]*);/)[1].match(/'([a-z_]+)'/g).map((k) => k.slice(1, -1));
+  assert.deepEqual(union, megavisor.KINDS);
+});
+
 function expectCode(code, pattern) {
   return (err) => {
     assert.ok(err instanceof megavisor.MegavisorError, `not a MegavisorError: ${err}`);

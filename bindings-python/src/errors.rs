@@ -37,3 +37,21 @@ fn instance<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyAny>> {
         .transpose()?;
     class.call1((err.to_string(), err.kind().as_str(), partial))
 }
+
+/// The one table of error kinds (`megavisor_client::kinds`), for the tests that hold
+/// `megavisor.errors` to it: one dict per kind.
+#[pyfunction]
+pub(crate) fn error_kinds(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    megavisor_driver::KINDS
+        .iter()
+        .map(|info| {
+            let kind = PyDict::new(py);
+            kind.set_item("name", info.name)?;
+            kind.set_item("python_class", info.python_class)?;
+            kind.set_item("exit_code", info.exit_code)?;
+            kind.set_item("grpc_code", info.grpc_code)?;
+            kind.set_item("c_status", info.c_status)?;
+            Ok(kind)
+        })
+        .collect()
+}

@@ -20,5 +20,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<output::Usage>()?;
     module.add_class::<output::ToolInfo>()?;
     module.add_class::<completions::Completions>()?;
+    module.add_function(wrap_pyfunction!(errors::error_kinds, module)?)?;
     Ok(())
 }

@@ -16,6 +16,15 @@ import megavisor
 from conftest import BUILD, KEY, TEST_BUNDLE, Supervisor
 
 
+def test_the_exception_classes_are_the_one_table_of_kinds() -> None:
+    table = megavisor._native.error_kinds()
+    assert list(megavisor.errors.BY_KIND) == [kind["name"] for kind in table]
+    for kind in table:
+        cls = megavisor.errors.BY_KIND[kind["name"]]
+        assert cls.__name__ == kind["python_class"]
+        assert getattr(megavisor, kind["python_class"]) is cls
+
+
 def test_every_class_is_a_megavisor_error_with_its_kind() -> None:
     for kind, cls in megavisor.errors.BY_KIND.items():
         err = cls("message", kind)

@@ -43,22 +43,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The stable snake-case name (`timeout`, `connection_lost`, ...).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::HashMismatch => "hash_mismatch",
-            ErrorKind::BadSignature => "bad_signature",
-            ErrorKind::ToolNotFound => "tool_not_found",
-            ErrorKind::NotAllowed => "not_allowed",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::MemoryLimit => "memory_limit",
-            ErrorKind::Trap => "trap",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Internal => "internal",
-            ErrorKind::Busy => "busy",
-            ErrorKind::ShuttingDown => "shutting_down",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::ConnectionLost => "connection_lost",
-            ErrorKind::Protocol => "protocol",
-        }
+        self.info().name
     }
 
     fn from_wire(kind: i32) -> Self {

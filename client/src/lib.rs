@@ -17,10 +17,12 @@ mod call;
 mod connection;
 mod error;
 mod future;
+pub mod kinds;
 mod link;
 
 pub use call::Call;
 pub use connection::{Client, ConnectOptions, Transport};
 pub use error::{Error, ErrorKind, Result};
 pub use future::{CallFuture, Canceller};
+pub use kinds::{KINDS, KindInfo};
 pub use megavisor_wire::proto::{Output, Timings, Tool, ToolList};

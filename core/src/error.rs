@@ -38,6 +38,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for the tests that hold other tables of kinds to this one.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::HashMismatch,
+        ErrorKind::BadSignature,
+        ErrorKind::ToolNotFound,
+        ErrorKind::NotAllowed,
+        ErrorKind::Timeout,
+        ErrorKind::MemoryLimit,
+        ErrorKind::Trap,
+        ErrorKind::BadRequest,
+        ErrorKind::Internal,
+        ErrorKind::Cancelled,
+    ];
+
     /// The wire name of this kind, e.g. `"hash_mismatch"`.
     pub fn as_str(self) -> &'static str {
         match self {

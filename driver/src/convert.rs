@@ -167,13 +167,14 @@ pub fn output(output: Output) -> proto::Output {
 /// A core error as a wire failure, with the partial output where there is one.
 pub fn failure(err: &Error) -> proto::Failure {
     proto::Failure {
-        kind: kind(err.kind()) as i32,
+        kind: wire_kind(err.kind()) as i32,
         message: err.to_string(),
         partial: err.partial_output().cloned().map(output),
     }
 }
 
-fn kind(kind: ErrorKind) -> proto::ErrorKind {
+/// The wire kind of a core kind (the same name: a test holds both to the table of kinds).
+pub fn wire_kind(kind: ErrorKind) -> proto::ErrorKind {
     match kind {
         ErrorKind::HashMismatch => proto::ErrorKind::HashMismatch,
         ErrorKind::BadSignature => proto::ErrorKind::BadSignature,

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use megavisor_client::Canceller;
-pub use megavisor_client::{Call, Client, Error, ErrorKind, Output, Result, Tool, ToolList};
+pub use megavisor_client::{
+    Call, Client, Error, ErrorKind, KINDS, KindInfo, Output, Result, Tool, ToolList,
+};
 use megavisor_core::{Caller, CancelToken, Request, Runtime, TrustPolicy};
 pub use megavisor_core::{Policy, PolicyError};
 

@@ -49,23 +49,11 @@ impl From<megavisor_client::Error> for Failure {
     }
 }
 
-/// Exit code for a failure of this kind (tool exit codes pass through unchanged); the
-/// supervisor's own kinds use the sysexits codes for unavailable and temporary failures.
+/// Exit code for a failure of this kind (tool exit codes pass through unchanged), from the
+/// one table of kinds (`megavisor_client::kinds`).
 pub fn exit_code_for(kind: &str) -> ExitCode {
-    ExitCode::from(match kind {
-        "bad_request" => 2,
-        "hash_mismatch" | "bad_signature" => 3,
-        "connection_lost" => 69,
-        "busy" | "shutting_down" => 75,
-        "cancelled" => 130,
-        "protocol" => 76,
-        "timeout" => 124,
-        "memory_limit" => 125,
-        "not_allowed" => 126,
-        "tool_not_found" => 127,
-        "trap" => 134,
-        _ => 1,
-    })
+    let kind = megavisor_client::ErrorKind::from_name(kind);
+    ExitCode::from(kind.map_or(1, |kind| kind.info().exit_code))
 }
 
 /// Reports an invocation: JSON, or the guest's own streams and exit code.

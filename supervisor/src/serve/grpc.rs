@@ -15,9 +15,10 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use megavisor_client::ErrorKind;
 use megavisor_core::signing::Authenticity;
 use megavisor_core::{
-    Caller, CancelToken, Entry, Error, ErrorKind, Limits, Output, Request, Runtime, ToolRef,
+    Caller, CancelToken, Entry, Error, Limits, Output, Request, Runtime, ToolRef,
 };
 use megavisor_grpc::ERROR_KIND_TRAILER;
 use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
@@ -120,8 +121,7 @@ impl RuntimeDriver for Driver {
         let execute = request.into_inner();
         if self.shared.draining() {
             return Err(status(
-                Code::Unavailable,
-                "shutting_down",
+                ErrorKind::ShuttingDown,
                 "the supervisor is shutting down (SIGTERM) and takes no new calls".into(),
             ));
         }
@@ -149,7 +149,7 @@ impl RuntimeDriver for Driver {
         self.shared
             .executor
             .submit(job)
-            .map_err(|busy| status(Code::ResourceExhausted, "busy", busy.to_string()))?;
+            .map_err(|busy| status(ErrorKind::Busy, busy.to_string()))?;
         let outcome = match deadline {
             None => outcome.await,
             Some(deadline) => {
@@ -159,8 +159,7 @@ impl RuntimeDriver for Driver {
                         // The tool stops at the same deadline; the answer does not wait.
                         cancel.cancel();
                         return Err(status(
-                            Code::DeadlineExceeded,
-                            "timeout",
+                            ErrorKind::Timeout,
                             format!("the call's deadline passed after {} ms", received.elapsed().as_millis()),
                         ));
                     }
@@ -171,8 +170,7 @@ impl RuntimeDriver for Driver {
             Ok(Some(Ok(output))) => Ok(tonic::Response::new(reply(output, full_output))),
             Ok(Some(Err(err))) => Err(error_status(&err)),
             Ok(None) | Err(_) => Err(status(
-                Code::Internal,
-                "internal",
+                ErrorKind::Internal,
                 "the supervisor failed while running this call (a bug: see its log)".into(),
             )),
         }
@@ -209,12 +207,12 @@ impl Driver {
         let peer = self
             .peer
             .as_ref()
-            .map_err(|reason| status(Code::PermissionDenied, "not_allowed", reason.clone()))?;
+            .map_err(|reason| status(ErrorKind::NotAllowed, reason.clone()))?;
         self.shared
             .config
             .peers
             .check(peer)
-            .map_err(|reason| status(Code::PermissionDenied, "not_allowed", reason))?;
+            .map_err(|reason| status(ErrorKind::NotAllowed, reason))?;
         Ok(peer)
     }
 }
@@ -396,28 +394,21 @@ fn tool(entry: &Entry) -> Tool {
 
 /// The gRPC status of a core error, with its kind in the trailer.
 fn error_status(err: &Error) -> Status {
-    let code = match err.kind() {
-        ErrorKind::ToolNotFound => Code::NotFound,
-        ErrorKind::HashMismatch | ErrorKind::BadSignature | ErrorKind::NotAllowed => {
-            Code::PermissionDenied
-        }
-        ErrorKind::Timeout => Code::DeadlineExceeded,
-        ErrorKind::MemoryLimit => Code::ResourceExhausted,
-        ErrorKind::BadRequest => Code::InvalidArgument,
-        ErrorKind::Trap => Code::Aborted,
-        ErrorKind::Internal => Code::Internal,
-        ErrorKind::Cancelled => Code::Cancelled,
-    };
-    status(code, err.kind().as_str(), err.to_string())
+    let kind = ErrorKind::from_name(err.kind().as_str()).unwrap_or(ErrorKind::Internal);
+    status(kind, err.to_string())
 }
 
-fn status(code: Code, kind: &'static str, message: String) -> Status {
+/// A status of `kind` (its code from the one table of kinds), with its name in the trailer.
+fn status(kind: ErrorKind, message: String) -> Status {
+    let info = kind.info();
     let mut trailers = MetadataMap::new();
     trailers.insert(
         ERROR_KIND_TRAILER,
-        kind.parse().expect("kind names are valid metadata values"),
+        info.name
+            .parse()
+            .expect("kind names are valid metadata values"),
     );
-    Status::with_metadata(code, message, trailers)
+    Status::with_metadata(Code::from_i32(info.grpc_code), message, trailers)
 }
 
 /// The `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
