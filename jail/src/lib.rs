@@ -5,6 +5,8 @@
 //! sandbox and executes the tool. The program is small and separate on purpose, as
 //! Firecracker's jailer is: the supervisor never calls `unshare`, `mount` or `setuid` itself.
 
+pub mod filters;
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -105,46 +107,3 @@ pub struct Rlimits {
     /// RLIMIT_NPROC: processes of the uid (a fallback where the pids controller is absent).
     pub processes: Option<u64>,
 }
-
-/// System calls that administer the machine rather than compute: mounts and namespaces,
-/// debugging other processes, loading kernel code or keys, the clock, swap, power. A
-/// sandboxed tool gets `EPERM` for them, and so does every supervisor thread that runs guest
-/// code (which is refused process creation and exec besides).
-pub const DENIED_SYSCALLS: &[libc::c_long] = &[
-    libc::SYS_mount,
-    libc::SYS_umount2,
-    libc::SYS_pivot_root,
-    libc::SYS_chroot,
-    libc::SYS_unshare,
-    libc::SYS_setns,
-    libc::SYS_fsopen,
-    libc::SYS_fsmount,
-    libc::SYS_move_mount,
-    libc::SYS_open_tree,
-    libc::SYS_ptrace,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_kexec_load,
-    libc::SYS_kexec_file_load,
-    libc::SYS_init_module,
-    libc::SYS_finit_module,
-    libc::SYS_delete_module,
-    libc::SYS_bpf,
-    libc::SYS_perf_event_open,
-    libc::SYS_userfaultfd,
-    libc::SYS_keyctl,
-    libc::SYS_add_key,
-    libc::SYS_request_key,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_reboot,
-    libc::SYS_swapon,
-    libc::SYS_swapoff,
-    libc::SYS_acct,
-    libc::SYS_settimeofday,
-    libc::SYS_clock_settime,
-    libc::SYS_clock_adjtime,
-    libc::SYS_adjtimex,
-    libc::SYS_syslog,
-    libc::SYS_quotactl,
-];

@@ -12,14 +12,13 @@
 //! with [`SETUP_FAILED`] before the tool ran.
 
 mod root;
-mod seccomp;
 
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use megavisor_jail::{JailSpec, Namespaces, Rlimits, SETUP_FAILED};
+use megavisor_jail::{JailSpec, Namespaces, Rlimits, SETUP_FAILED, filters};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
@@ -90,7 +89,8 @@ fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
     // Changing uid cleared the parent-death signal set above.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    seccomp::install()?;
+    let filters = filters::compile(filters::SANDBOXED_TOOL).map_err(|e| e.to_string())?;
+    filters::install(&filters).map_err(|e| e.to_string())?;
     let cwd = if spec.namespaces.mount {
         megavisor_jail::WORKSPACE
     } else {

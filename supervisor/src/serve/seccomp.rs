@@ -11,80 +11,26 @@
 //! its own, made (unfiltered) with the runtime on the main thread, and sandboxes them with
 //! megavisor-jail.
 
-use std::collections::BTreeMap;
+use megavisor_jail::filters::{self, FilterError};
+use seccompiler::BpfProgram;
 
-use megavisor_jail::DENIED_SYSCALLS;
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
-
-/// Calls answered with `EACCES`: starting programs.
-const EXEC_CALLS: &[libc::c_long] = &[libc::SYS_execve, libc::SYS_execveat];
-
-/// Calls answered with `EPERM` beyond megavisor-jail's [`DENIED_SYSCALLS`]: making
-/// processes (`clone` without `CLONE_THREAD` is added below).
-const PROCESS_CALLS: &[libc::c_long] = &[libc::SYS_fork, libc::SYS_vfork];
-
-/// Why the filter could not be installed.
-#[derive(Debug, thiserror::Error)]
-#[error("seccomp: {0}")]
-pub struct SeccompError(String);
-
-/// The compiled filters, built once and installed on each guest thread.
+/// The compiled filters (the guest thread set of `jail/seccomp/filters.json`), built once
+/// and installed on each guest thread.
 pub struct GuestFilter {
     programs: Vec<BpfProgram>,
 }
 
 impl GuestFilter {
     /// Compiles the filters for this machine's architecture.
-    pub fn compile() -> Result<Self, SeccompError> {
-        let arch = TargetArch::try_from(std::env::consts::ARCH)
-            .map_err(|e| SeccompError(format!("unsupported architecture: {e}")))?;
-        let unconditional = |calls: &[libc::c_long]| -> BTreeMap<i64, Vec<SeccompRule>> {
-            calls.iter().map(|&nr| (nr, Vec::new())).collect()
-        };
-        let mut denied = unconditional(DENIED_SYSCALLS);
-        denied.extend(unconditional(PROCESS_CALLS));
-        // clone without CLONE_THREAD makes a process; with it, a thread (which the engine may
-        // need). clone3 hides its flags in memory a filter cannot read, so it gets ENOSYS,
-        // on which the C library falls back to clone.
-        let process_clone = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
-            0,
-        )
-        .and_then(|c| SeccompRule::new(vec![c]))
-        .map_err(|e| SeccompError(e.to_string()))?;
-        denied.insert(libc::SYS_clone, vec![process_clone]);
-        let filters = [
-            (unconditional(EXEC_CALLS), libc::EACCES),
-            (denied, libc::EPERM),
-            (unconditional(&[libc::SYS_clone3]), libc::ENOSYS),
-        ];
-        let programs = filters
-            .into_iter()
-            .map(|(rules, errno)| {
-                SeccompFilter::new(
-                    rules,
-                    SeccompAction::Allow,
-                    SeccompAction::Errno(errno as u32),
-                    arch,
-                )
-                .and_then(BpfProgram::try_from)
-                .map_err(|e| SeccompError(e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(GuestFilter { programs })
+    pub fn compile() -> Result<Self, FilterError> {
+        Ok(GuestFilter {
+            programs: filters::compile(filters::GUEST_THREAD)?,
+        })
     }
 
     /// Installs the filters on the calling thread (and sets `no_new_privs` on it).
-    pub fn install_on_current_thread(&self) -> Result<(), SeccompError> {
-        for program in &self.programs {
-            seccompiler::apply_filter(program).map_err(|e| SeccompError(e.to_string()))?;
-        }
-        Ok(())
+    pub fn install_on_current_thread(&self) -> Result<(), FilterError> {
+        filters::install(&self.programs)
     }
 }
 
