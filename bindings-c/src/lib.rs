@@ -348,10 +348,10 @@ pub unsafe extern "C" fn driver_close(driver: *mut Driver) {
     }
 }
 
-type Failure = (DriverStatus, String);
+type StatusMessage = (DriverStatus, String);
 
 /// Runs `body`, turning its failure or panic into a status and the thread's last error.
-fn guard(body: impl FnOnce() -> Result<(), Failure>) -> DriverStatus {
+fn guard(body: impl FnOnce() -> Result<(), StatusMessage>) -> DriverStatus {
     let (status, message) = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => (DriverStatus::Ok, String::new()),
         Ok(Err(failure)) => failure,
@@ -365,7 +365,7 @@ fn guard(body: impl FnOnce() -> Result<(), Failure>) -> DriverStatus {
     status
 }
 
-fn failed(err: Error) -> Failure {
+fn failed(err: Error) -> StatusMessage {
     (status_of(err.kind()), err.to_string())
 }
 
@@ -389,12 +389,12 @@ fn status_of(kind: ErrorKind) -> DriverStatus {
     }
 }
 
-fn invalid(message: &str) -> Failure {
+fn invalid(message: &str) -> StatusMessage {
     (DriverStatus::InvalidArgument, message.to_owned())
 }
 
 /// Moves `value` to the heap and hands it to C through `out`.
-unsafe fn store<T>(out: *mut *mut T, value: T) -> Result<(), Failure> {
+unsafe fn store<T>(out: *mut *mut T, value: T) -> Result<(), StatusMessage> {
     if out.is_null() {
         return Err(invalid("out must not be NULL"));
     }
@@ -404,7 +404,7 @@ unsafe fn store<T>(out: *mut *mut T, value: T) -> Result<(), Failure> {
 }
 
 /// A C string as UTF-8, or a failure naming `what`.
-unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
+unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, StatusMessage> {
     if ptr.is_null() {
         return Err(invalid(&format!("{what} must not be NULL")));
     }
@@ -414,7 +414,7 @@ unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
         .map_err(|_| invalid(&format!("{what} is not UTF-8")))
 }
 
-unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf>, Failure> {
+unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf>, StatusMessage> {
     if ptr.is_null() {
         return Ok(None);
     }
@@ -422,7 +422,7 @@ unsafe fn optional_path(ptr: *const c_char, what: &str) -> Result<Option<PathBuf
     Ok(Some(PathBuf::from(unsafe { text(ptr, what) }?)))
 }
 
-unsafe fn call_from(request: &DriverRequest) -> Result<Call, Failure> {
+unsafe fn call_from(request: &DriverRequest) -> Result<Call, StatusMessage> {
     // SAFETY: the request's strings are valid by the caller's contract.
     let mut call = Call::of_tool(unsafe { text(request.tool, "request.tool") }?);
     // SAFETY: `argv` holds `argc` C strings by the caller's contract.
@@ -470,7 +470,7 @@ unsafe fn strings<'a>(
     array: *const *const c_char,
     count: usize,
     what: &str,
-) -> Result<Vec<&'a str>, Failure> {
+) -> Result<Vec<&'a str>, StatusMessage> {
     if count == 0 {
         return Ok(Vec::new());
     }

@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let failure = render::Failure::from(err);
+            let failure = render::Reported::from(err);
             render::print_error(&failure);
             render::exit_code_for(failure.kind())
         }

@@ -11,14 +11,14 @@ use serde_json::{Value, json};
 
 /// A failure from the engine in-process or from a supervisor, as the CLI reports it.
 #[derive(Debug)]
-pub struct Failure {
+pub struct Reported {
     /// The stable kind name (`timeout`, `busy`, ...).
     kind: &'static str,
     message: String,
     partial: Option<Output>,
 }
 
-impl Failure {
+impl Reported {
     /// The stable kind name.
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -29,9 +29,9 @@ impl Failure {
     }
 }
 
-impl From<Error> for Failure {
+impl From<Error> for Reported {
     fn from(err: Error) -> Self {
-        Failure {
+        Reported {
             kind: err.kind().as_str(),
             message: err.to_string(),
             partial: err.partial_output().cloned(),
@@ -39,9 +39,9 @@ impl From<Error> for Failure {
     }
 }
 
-impl From<megavisor_client::Error> for Failure {
+impl From<megavisor_client::Error> for Reported {
     fn from(err: megavisor_client::Error) -> Self {
-        Failure {
+        Reported {
             kind: err.kind().as_str(),
             message: err.to_string(),
             partial: err.partial_output().cloned().map(convert::output_from_wire),
@@ -57,7 +57,7 @@ pub fn exit_code_for(kind: &str) -> ExitCode {
 }
 
 /// Reports an invocation: JSON, or the guest's own streams and exit code.
-pub fn report<E: Into<Failure>>(outcome: Result<Output, E>, as_json: bool) -> ExitCode {
+pub fn report<E: Into<Reported>>(outcome: Result<Output, E>, as_json: bool) -> ExitCode {
     match outcome.map_err(Into::into) {
         Ok(output) => {
             if as_json {
@@ -83,7 +83,7 @@ pub fn report<E: Into<Failure>>(outcome: Result<Output, E>, as_json: bool) -> Ex
 }
 
 /// Prints a failure as `megavisor: MESSAGE (KIND)` on stderr.
-pub fn print_error(err: &Failure) {
+pub fn print_error(err: &Reported) {
     let line = format!("megavisor: {} ({})\n", err.message, err.kind);
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
@@ -124,7 +124,7 @@ pub fn out(bytes: &[u8]) {
 
 /// The whole result as JSON. Byte streams are strings when they are UTF-8, and otherwise
 /// appear base64-encoded under `<name>_base64`, so nothing is lost.
-pub fn to_json(output: &Output, error: Option<&Failure>) -> Value {
+pub fn to_json(output: &Output, error: Option<&Reported>) -> Value {
     let mut value = serde_json::to_value(output).expect("outputs serialize");
     let map = value.as_object_mut().expect("an object");
     for (name, bytes) in [
@@ -145,6 +145,6 @@ pub fn to_json(output: &Output, error: Option<&Failure>) -> Value {
     value
 }
 
-fn error_json(err: &Failure) -> Value {
+fn error_json(err: &Reported) -> Value {
     json!({ "kind": err.kind, "message": err.message })
 }

@@ -173,7 +173,7 @@ struct Writing {
     closed: bool,
 }
 
-enum Link {
+enum ReplyPath {
     Ring(ServerRing),
     Socket(Arc<SocketWriter>),
 }
@@ -182,7 +182,7 @@ enum Link {
 pub struct Connection {
     label: String,
     socket: UnixStream,
-    link: Link,
+    link: ReplyPath,
     /// Whose calls these are (the peer's credentials as it connected).
     identity: Identity,
     budget: Arc<Budget>,
@@ -206,7 +206,7 @@ impl Drop for Connection {
     /// The last of the connection (its reader, or the last call answering it) lets the
     /// writer thread go.
     fn drop(&mut self) {
-        if let Link::Socket(writer) = &self.link {
+        if let ReplyPath::Socket(writer) = &self.link {
             writer.close();
         }
     }
@@ -241,8 +241,8 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
     info!("{label} connected");
     shared.stragglers.register(&connection);
     let ended = match &connection.link {
-        Link::Ring(ring) => read_ring(&shared, &connection, ring),
-        Link::Socket(_) => read_socket(&shared, &connection),
+        ReplyPath::Ring(ring) => read_ring(&shared, &connection, ring),
+        ReplyPath::Socket(_) => read_socket(&shared, &connection),
     };
     // Whatever still runs for this client is stopped: nobody is left to answer.
     connection.gone.cancel();
@@ -334,7 +334,7 @@ fn handshake(
             // The memfd and the client's end close here once sent: the client's copy is
             // the only one left of its end, and the mapping keeps the ring.
             welcome(&socket, &accepted, &fds, config.hello_timeout)?;
-            (Link::Ring(ring), accepted)
+            (ReplyPath::Ring(ring), accepted)
         }
         Ok(proto::Transport::Socket) => {
             let accepted = proto::Accepted {
@@ -347,7 +347,7 @@ fn handshake(
             welcome(&socket, &accepted, &[], config.hello_timeout)?;
             let writer =
                 start_writer(&socket, label, config.reply_timeout).map_err(|e| e.to_string())?;
-            (Link::Socket(writer), accepted)
+            (ReplyPath::Socket(writer), accepted)
         }
         _ => {
             return Err(refuse(
@@ -580,7 +580,7 @@ fn read_ring(
 /// stops that call if its client has gone meanwhile. Called by the straggler watch, once
 /// per millisecond at most.
 pub fn dispatch_stragglers(shared: &Arc<Shared>, connection: &Arc<Connection>) {
-    let Link::Ring(link) = &connection.link else {
+    let ReplyPath::Ring(link) = &connection.link else {
         return;
     };
     let started = connection.running_here_since.load(Ordering::Acquire);
@@ -734,7 +734,7 @@ fn handle(
     };
     // A lone call runs right here: handing it to a guest thread would cost a wake-up and a
     // third busy thread. Calls that come together go to the pool so they run in parallel.
-    let run_here = matches!(connection.link, Link::Ring(_))
+    let run_here = matches!(connection.link, ReplyPath::Ring(_))
         && !more_pending
         && connection.unanswered.load(Ordering::SeqCst) == 1;
     let job_connection = connection.clone();
@@ -850,7 +850,7 @@ impl Connection {
     fn reply(&self, message: proto::ServerMessage) -> Result<(), String> {
         let bytes = fit::encode_within(message, self.max_reply);
         match &self.link {
-            Link::Ring(link) => {
+            ReplyPath::Ring(link) => {
                 let wake = {
                     let mut replies = link.replies.lock().expect("reply ring lock");
                     replies.reclaim(&link.ring)?;
@@ -871,7 +871,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            Link::Socket(writer) => writer.send(&self.socket, bytes, &self.budget),
+            ReplyPath::Socket(writer) => writer.send(&self.socket, bytes, &self.budget),
         }
     }
 }

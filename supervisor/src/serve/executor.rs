@@ -4,7 +4,7 @@
 //! (see `megavisor_core::queue`).
 //!
 //! Two counts: calls holding capacity (queued or running; released by the job, through its
-//! [`Permit`], as soon as the engine is done and *before* it replies, so a client that calls
+//! [`Place`], as soon as the engine is done and *before* it replies, so a client that calls
 //! again on receiving its reply never finds its own finished call still counted), and calls
 //! not yet answered (released after the job, which replied; a drain waits for it).
 
@@ -30,15 +30,15 @@ pub trait Job: Send + 'static {
     /// When the call must end (asked only of a job that waits in the queue).
     fn stop(&self) -> Stop;
     /// Runs the call and replies.
-    fn run(self: Box<Self>, permit: Permit);
+    fn run(self: Box<Self>, permit: Place);
     /// Replies that the call ended, for `reason`, before it started.
     fn ended(self: Box<Self>, reason: Stopped);
 }
 
 /// A call's hold on the pool's capacity; dropping it frees the place.
-pub struct Permit(Arc<AtomicUsize>);
+pub struct Place(Arc<AtomicUsize>);
 
-impl Drop for Permit {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -48,7 +48,7 @@ impl Drop for Permit {
 struct Queued {
     job: Box<dyn Job>,
     stop: Stop,
-    permit: Permit,
+    permit: Place,
     outstanding: Arc<AtomicUsize>,
 }
 
@@ -164,9 +164,9 @@ impl Executor {
     }
 
     /// Takes a place, unless none is free; returns its permit and the places taken before.
-    fn reserve(&self) -> Result<(Permit, usize), Busy> {
+    fn reserve(&self) -> Result<(Place, usize), Busy> {
         let before = self.in_use.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit(self.in_use.clone());
+        let permit = Place(self.in_use.clone());
         if before >= self.workers + self.depth {
             return Err(self.busy(before));
         }

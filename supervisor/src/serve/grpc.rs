@@ -81,7 +81,7 @@ pub fn spawn(shared: Arc<Shared>, listener: UnixListener) -> std::io::Result<()>
 async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let peer =
         Peer::of(stream.as_fd()).map_err(|e| format!("the peer's credentials are unknown: {e}"));
-    let service = RuntimeDriverServer::new(Driver { shared, peer });
+    let service = RuntimeDriverServer::new(DriverService { shared, peer });
     let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(
             hyper_util::rt::TokioIo::new(stream),
@@ -93,7 +93,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     }
 }
 
-struct Driver {
+struct DriverService {
     shared: Arc<Shared>,
     /// The connection's peer, or why it is unknown.
     peer: Result<Peer, String>,
@@ -110,7 +110,7 @@ impl Drop for CancelOnDrop {
 }
 
 #[tonic::async_trait]
-impl RuntimeDriver for Driver {
+impl RuntimeDriver for DriverService {
     async fn execute(
         &self,
         request: tonic::Request<ExecuteRequest>,
@@ -201,7 +201,7 @@ impl RuntimeDriver for Driver {
     }
 }
 
-impl Driver {
+impl DriverService {
     /// Applies the same `SO_PEERCRED` policy as the ring socket.
     fn check_peer(&self) -> Result<&Peer, Status> {
         let peer = self

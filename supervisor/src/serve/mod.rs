@@ -272,7 +272,7 @@ impl<F: FnOnce(Delivered) + Send + 'static> executor::Job for CallJob<F> {
         megavisor_core::Stop::new(&self.caller, limit)
     }
 
-    fn run(self: Box<Self>, permit: executor::Permit) {
+    fn run(self: Box<Self>, permit: executor::Place) {
         let outcome = run_call(&self.runtime, &self.request, &self.caller, permit);
         (self.deliver)(outcome);
     }
@@ -297,7 +297,7 @@ fn run_call(
     runtime: &Runtime,
     request: &megavisor_core::Request,
     caller: &Caller,
-    permit: executor::Permit,
+    permit: executor::Place,
 ) -> Option<Result<megavisor_core::Output>> {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.run_for(request, caller)
