@@ -80,6 +80,18 @@ typedef struct {
   const char *params_json;
 } driver_request_t;
 
+// How long a call took, in microseconds.
+typedef struct {
+  // From the call's arrival to its start (waiting for a place and an instance slot).
+  uint64_t queue_us;
+  // Creating its instance (0 for a native tool).
+  uint64_t instantiate_us;
+  // Running it.
+  uint64_t run_us;
+  // From its arrival to its answer.
+  uint64_t total_us;
+} driver_timings_t;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -150,6 +162,31 @@ const uint8_t *driver_result_stderr(const driver_result_t *result, size_t *len);
 // # Safety
 // `result` comes from `driver_run` and is not freed.
 uint64_t driver_result_total_us(const driver_result_t *result);
+
+// The call's timings (all 0 for a NULL result).
+//
+// # Safety
+// `result` comes from libdriver and is not freed.
+driver_timings_t driver_result_timings(const driver_result_t *result);
+
+// Whether the result was replayed for a repeated execution id rather than run again.
+//
+// # Safety
+// `result` comes from libdriver and is not freed.
+bool driver_result_cached(const driver_result_t *result);
+
+// The artifacts the tool reported, as a JSON object of names to strings. Stores a string
+// to free with `driver_string_free` in `*out`.
+//
+// # Safety
+// `result` comes from libdriver and is not freed; `out` is writable.
+driver_status driver_result_artifacts_json(const driver_result_t *result, char **out);
+
+// What the last call on this thread that failed (timeout, memory limit, trap,
+// cancelled) had written before it stopped, as a result to free with
+// `driver_result_free`; NULL if that call left none, or it was taken already. Each
+// `driver_run` forgets the previous call's.
+driver_result_t *driver_take_partial(void);
 
 // Frees a result (NULL is ignored).
 //

@@ -93,6 +93,8 @@ pub struct DriverRequest {
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// What the last call on this thread that failed had written, for `driver_take_partial`.
+    static LAST_PARTIAL: RefCell<Option<Output>> = const { RefCell::new(None) };
 }
 
 /// The message of the last failure on the calling thread ("" if none). Valid until this
@@ -214,7 +216,11 @@ pub unsafe extern "C" fn driver_run(
         };
         // SAFETY: the request's pointers are valid for the lengths it gives.
         let call = unsafe { call_from(request) }?;
-        let output = driver.0.run(&call).map_err(failed)?;
+        LAST_PARTIAL.with(|p| p.take());
+        let output = driver.0.run(&call).map_err(|err| {
+            LAST_PARTIAL.with(|p| *p.borrow_mut() = err.partial_output().cloned());
+            failed(err)
+        })?;
         // SAFETY: `out` is writable (checked non-NULL).
         unsafe { store(out, DriverResult(output)) }
     })
@@ -266,6 +272,90 @@ pub unsafe extern "C" fn driver_result_total_us(result: *const DriverResult) -> 
     unsafe { result.as_ref() }
         .and_then(|r| r.0.timings)
         .map_or(0, |t| t.total_us)
+}
+
+/// How long a call took, in microseconds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DriverTimings {
+    /// From the call's arrival to its start (waiting for a place and an instance slot).
+    pub queue_us: u64,
+    /// Creating its instance (0 for a native tool).
+    pub instantiate_us: u64,
+    /// Running it.
+    pub run_us: u64,
+    /// From its arrival to its answer.
+    pub total_us: u64,
+}
+
+/// The call's timings (all 0 for a NULL result).
+///
+/// # Safety
+/// `result` comes from libdriver and is not freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_result_timings(result: *const DriverResult) -> DriverTimings {
+    // SAFETY: the caller passes a live result (or NULL).
+    let timings = unsafe { result.as_ref() }.and_then(|r| r.0.timings);
+    timings.map_or_else(DriverTimings::default, |t| DriverTimings {
+        queue_us: t.queue_us,
+        instantiate_us: t.instantiate_us,
+        run_us: t.run_us,
+        total_us: t.total_us,
+    })
+}
+
+/// Whether the result was replayed for a repeated execution id rather than run again.
+///
+/// # Safety
+/// `result` comes from libdriver and is not freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_result_cached(result: *const DriverResult) -> bool {
+    // SAFETY: the caller passes a live result (or NULL, answered with false).
+    unsafe { result.as_ref() }.is_some_and(|r| r.0.cached)
+}
+
+/// The artifacts the tool reported, as a JSON object of names to strings. Stores a string
+/// to free with `driver_string_free` in `*out`.
+///
+/// # Safety
+/// `result` comes from libdriver and is not freed; `out` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_result_artifacts_json(
+    result: *const DriverResult,
+    out: *mut *mut c_char,
+) -> DriverStatus {
+    guard(|| {
+        // SAFETY: the caller passes a live result or NULL (refused).
+        let Some(result) = (unsafe { result.as_ref() }) else {
+            return Err(invalid("result must not be NULL"));
+        };
+        if out.is_null() {
+            return Err(invalid("out must not be NULL"));
+        }
+        let artifacts: std::collections::BTreeMap<_, _> = result.0.artifacts.iter().collect();
+        let json = serde_json::to_string(&artifacts).expect("strings serialize");
+        let json = CString::new(json).map_err(|_| {
+            (
+                DriverStatus::Internal,
+                "an artifact contains a NUL byte".to_owned(),
+            )
+        })?;
+        // SAFETY: `out` is writable (checked non-NULL).
+        unsafe { *out = json.into_raw() };
+        Ok(())
+    })
+}
+
+/// What the last call on this thread that failed (timeout, memory limit, trap,
+/// cancelled) had written before it stopped, as a result to free with
+/// `driver_result_free`; NULL if that call left none, or it was taken already. Each
+/// `driver_run` forgets the previous call's.
+#[unsafe(no_mangle)]
+pub extern "C" fn driver_take_partial() -> *mut DriverResult {
+    match LAST_PARTIAL.with(|p| p.take()) {
+        Some(output) => Box::into_raw(Box::new(DriverResult(output))),
+        None => std::ptr::null_mut(),
+    }
 }
 
 /// Frees a result (NULL is ignored).

@@ -2,10 +2,13 @@
  * libdriver from C: test_driver connected SOCKET | test_driver embedded
  * Exits 0 when every check passes; prints the first failure otherwise.
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "driver.h"
@@ -86,6 +89,27 @@ int main(int argc, char **argv)
     CHECK(driver_run(driver, NULL, &result) == DRIVER_STATUS_INVALID_ARGUMENT);
     CHECK(driver_connect("/nonexistent/megavisor.sock", &(driver_t *){NULL}) ==
           DRIVER_STATUS_CONNECTION_LOST);
+
+    /* An execution id replays its first result, and says so; timings come whole. */
+    char id[64];
+    snprintf(id, sizeof id, "c-replay-%ld-%s", (long)getpid(), argv[1]);
+    driver_request_t replayed;
+    memset(&replayed, 0, sizeof replayed);
+    replayed.tool = "echo";
+    replayed.argv = hello;
+    replayed.argc = 1;
+    replayed.execution_id = id;
+    CHECK(driver_run(driver, &replayed, &result) == DRIVER_STATUS_OK);
+    CHECK(!driver_result_cached(result));
+    driver_timings_t timings = driver_result_timings(result);
+    CHECK(timings.total_us > 0);
+    CHECK(timings.run_us <= timings.total_us);
+    CHECK(timings.total_us == driver_result_total_us(result));
+    driver_result_free(result);
+    CHECK(driver_run(driver, &replayed, &result) == DRIVER_STATUS_OK);
+    CHECK(driver_result_cached(result));
+    CHECK(stdout_is(result, "hello\n"));
+    driver_result_free(result);
 
     char *tools = NULL;
     CHECK(driver_tools_json(driver, &tools) == DRIVER_STATUS_OK);

@@ -60,6 +60,23 @@ static void call_errors(driver_t *driver)
     CHECK(call(driver, "no-such-tool", NULL, 0, 0) == DRIVER_STATUS_TOOL_NOT_FOUND);
     CHECK(strstr(driver_last_error(), "available") != NULL);
     CHECK(call(driver, "spin", NULL, 50, 0) == DRIVER_STATUS_TIMEOUT);
+    /* What the stopped call had done so far, once. */
+    driver_result_t *partial = driver_take_partial();
+    CHECK(partial != NULL);
+    CHECK(driver_result_timings(partial).total_us >= 50000);
+    driver_result_free(partial);
+    CHECK(driver_take_partial() == NULL);
+    /* Artifacts the tool reported. */
+    driver_request_t reporting;
+    memset(&reporting, 0, sizeof reporting);
+    reporting.tool = "artifacts";
+    driver_result_t *reported = NULL;
+    CHECK(driver_run(driver, &reporting, &reported) == DRIVER_STATUS_OK);
+    char *artifacts = NULL;
+    CHECK(driver_result_artifacts_json(reported, &artifacts) == DRIVER_STATUS_OK);
+    CHECK(strstr(artifacts, "\"report\":\"/out/report.txt\"") != NULL);
+    driver_string_free(artifacts);
+    driver_result_free(reported);
     CHECK(call(driver, "alloc", NULL, 0, 8 << 20) == DRIVER_STATUS_MEMORY_LIMIT);
     CHECK(call(driver, "trap", NULL, 0, 0) == DRIVER_STATUS_TRAP);
     driver_request_t request;
