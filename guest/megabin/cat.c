@@ -4,36 +4,27 @@
 
 static const char usage[] = "cat [FILE...]";
 
-/* Copies STREAM to stdout in chunks, so input of any size streams through. */
-static void copy(FILE *stream)
+/* Copies STREAM to stdout in chunks, so input of any size streams through (read
+ * errors are reported when the stream is closed). */
+static bool copy(FILE *stream, const char *path, void *context)
 {
     static char buf[CHUNK_SIZE];
     size_t got;
 
+    (void)path;
+    (void)context;
     while ((got = fread(buf, 1, sizeof buf, stream)) > 0)
         fwrite(buf, 1, got, stdout);
+    return true;
 }
 
 /* cat [FILE...]: concatenates the files ("-" or none: stdin) to stdout. */
 int cat_main(int argc, char **argv)
 {
-    int opt, nfiles, status = 0;
-    char **files;
+    int opt;
 
     /* cat takes no options, but "-x" must not be mistaken for a file name. */
     if ((opt = getopt(argc, argv, ":")) != -1)
         return usage_error(opt, usage);
-    files = file_operands(argc, argv, &nfiles);
-    for (int i = 0; i < nfiles; i++) {
-        FILE *stream = open_input(files[i]);
-
-        if (stream == NULL) {
-            status = 1;
-            continue;
-        }
-        copy(stream);
-        if (!close_input(stream, files[i]))
-            status = 1;
-    }
-    return status;
+    return each_input(argc, argv, false, copy, NULL);
 }

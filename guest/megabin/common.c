@@ -108,6 +108,30 @@ bool close_input(FILE *stream, const char *path)
     return ok;
 }
 
+int each_input(int argc, char **argv, bool headers,
+               bool (*each)(FILE *stream, const char *path, void *context), void *context)
+{
+    int nfiles, status = 0;
+    char **files = file_operands(argc, argv, &nfiles);
+
+    for (int i = 0; i < nfiles; i++) {
+        FILE *stream = open_input(files[i]);
+
+        if (stream == NULL) {
+            status = 1;
+            continue;
+        }
+        if (headers && nfiles > 1)
+            printf("%s==> %s <==\n", i > 0 ? "\n" : "",
+                   stream == stdin ? "standard input" : files[i]);
+        if (!each(stream, files[i], context))
+            status = 1;
+        if (!close_input(stream, files[i]))
+            status = 1;
+    }
+    return status;
+}
+
 size_t next_capacity(size_t cap, size_t needed)
 {
     /* Room left in each power-of-two block for the allocator's header. */

@@ -66,6 +66,15 @@ FILE *open_input(const char *path);
 bool close_input(FILE *stream, const char *path);
 
 /*
+ * Calls EACH(stream, path, CONTEXT) on every file operand (see file_operands), opened
+ * with open_input and closed after; with HEADERS and several files, prints "==> FILE
+ * <==" before each, as head and tail do.  Returns 0, or 1 if a file could not be opened,
+ * read or closed, or EACH returned false (it reports why).
+ */
+int each_input(int argc, char **argv, bool headers,
+               bool (*each)(FILE *stream, const char *path, void *context), void *context);
+
+/*
  * A buffer capacity of at least NEEDED bytes and more than CAP, roughly doubling.
  * It stays a little under a power of two because the wasm libc's allocator (zig's
  * WasmAllocator) rounds each request plus a 16-byte header up to a power of two:

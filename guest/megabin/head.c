@@ -80,6 +80,20 @@ static bool head_all_but(FILE *stream, const char *path, const struct amount *a)
     return true;
 }
 
+/* What head prints of one stream (CONTEXT: the struct amount). */
+static bool head_stream(FILE *stream, const char *path, void *context)
+{
+    const struct amount *a = context;
+
+    if (a->all_but)
+        return head_all_but(stream, path, a);
+    if (a->bytes)
+        head_bytes(stream, a->n);
+    else
+        head_lines(stream, a->n);
+    return true;
+}
+
 /*
  * head [-n [-]N] [-c [-]N] [FILE...]: the first 10 lines (or N lines, or N bytes)
  * of each file ("-" or none: stdin), with GNU's "==> FILE <==" headers when there
@@ -89,8 +103,7 @@ static bool head_all_but(FILE *stream, const char *path, const struct amount *a)
 int head_main(int argc, char **argv)
 {
     struct amount a = {10, false, false};
-    int opt, nfiles, status = 0;
-    char **files;
+    int opt;
 
     if (argc > 1 && argv[1][0] == '-' && argv[1][1] >= '0' && argv[1][1] <= '9') {
         if (!parse_count(argv[1] + 1, "-N", &a.n))
@@ -109,28 +122,5 @@ int head_main(int argc, char **argv)
             return usage_error(opt, usage);
         }
     }
-    files = file_operands(argc, argv, &nfiles);
-
-    for (int i = 0; i < nfiles; i++) {
-        FILE *stream = open_input(files[i]);
-
-        if (stream == NULL) {
-            status = 1;
-            continue;
-        }
-        if (nfiles > 1)
-            printf("%s==> %s <==\n", i > 0 ? "\n" : "",
-                   stream == stdin ? "standard input" : files[i]);
-        if (a.all_but) {
-            if (!head_all_but(stream, files[i], &a))
-                status = 1;
-        } else if (a.bytes) {
-            head_bytes(stream, a.n);
-        } else {
-            head_lines(stream, a.n);
-        }
-        if (!close_input(stream, files[i]))
-            status = 1;
-    }
-    return status;
+    return each_input(argc, argv, true, head_stream, &a);
 }

@@ -41,9 +41,11 @@ static size_t start_from(const char *data, size_t len, const struct amount *a)
  * Prints the requested part of STREAM.  The last lines are only known at the end,
  * so the input is read whole (tail is not one of the streaming tools).  A read
  * error is left for close_input to report; running out of memory is reported here.
+ * CONTEXT is the struct amount.
  */
-static bool tail_stream(FILE *stream, const char *path, const struct amount *a)
+static bool tail_stream(FILE *stream, const char *path, void *context)
 {
+    const struct amount *a = context;
     size_t len, start;
     char *data = read_all(stream, &len);
 
@@ -71,8 +73,7 @@ static bool tail_stream(FILE *stream, const char *path, const struct amount *a)
 int tail_main(int argc, char **argv)
 {
     struct amount a = {10, false, false};
-    int opt, nfiles, status = 0;
-    char **files;
+    int opt;
 
     if (argc > 1 && argv[1][0] == '-' && argv[1][1] >= '0' && argv[1][1] <= '9') {
         if (!parse_count(argv[1] + 1, "-N", &a.n))
@@ -91,21 +92,5 @@ int tail_main(int argc, char **argv)
             return usage_error(opt, usage);
         }
     }
-    files = file_operands(argc, argv, &nfiles);
-    for (int i = 0; i < nfiles; i++) {
-        FILE *stream = open_input(files[i]);
-
-        if (stream == NULL) {
-            status = 1;
-            continue;
-        }
-        if (nfiles > 1)
-            printf("%s==> %s <==\n", i > 0 ? "\n" : "",
-                   stream == stdin ? "standard input" : files[i]);
-        if (!tail_stream(stream, files[i], &a))
-            status = 1;
-        if (!close_input(stream, files[i]))
-            status = 1;
-    }
-    return status;
+    return each_input(argc, argv, true, tail_stream, &a);
 }
