@@ -258,41 +258,39 @@ impl Policy {
 
     /// Reads and checks a TOML policy; `name` says where it came from, for errors.
     pub fn from_toml(text: &str, name: &str) -> Result<Policy, PolicyError> {
-        let fail = |key: Option<String>, message: String| PolicyError {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| PolicyError {
             source_name: name.to_owned(),
-            key,
-            message,
-        };
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| fail(None, e.to_string().trim_end().to_owned()))?;
-        let policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().message().to_owned();
-            fail((key != ".").then_some(key), message)
+            key: None,
+            message: e.to_string().trim_end().to_owned(),
         })?;
-        policy
-            .check()
-            .map_err(|(key, message)| fail(Some(key.to_owned()), message))?;
-        Ok(policy)
+        Self::read(deserializer, name, |e| e.message().to_owned())
     }
 
     /// Reads and checks a policy given as JSON (what a binding passes for an inline one).
     pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
-        let name = "<inline>";
-        let fail = |key: Option<String>, message: String| PolicyError {
+        let deserializer = &mut serde_json::Deserializer::from_str(text);
+        Self::read(deserializer, "<inline>", |e| e.to_string())
+    }
+
+    /// The policy `deserializer` holds, checked; errors name `name` and the dotted key, and
+    /// say what was wrong in `message`'s words.
+    fn read<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+        name: &str,
+        message: impl Fn(D::Error) -> String,
+    ) -> Result<Policy, PolicyError> {
+        let fail = |key: String, message: String| PolicyError {
             source_name: name.to_owned(),
-            key,
+            key: (key != ".").then_some(key),
             message,
         };
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let policy: Policy = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            fail((key != ".").then_some(key), message)
+            fail(key, message(e.into_inner()))
         })?;
         policy
             .check()
-            .map_err(|(key, message)| fail(Some(key.to_owned()), message))?;
+            .map_err(|(key, message)| fail(key.to_owned(), message))?;
         Ok(policy)
     }
 
