@@ -156,25 +156,19 @@ fn a_narrower_allowlist_takes_effect_on_sighup_and_a_broken_policy_keeps_the_old
     assert_eq!(wc().unwrap().stdout, b"4\n");
     assert_eq!(head().unwrap().stdout, b"fo");
 
+    let replace_policy = |text: &str| {
+        write(dir.path(), "policy.toml", text);
+        supervisor.signal(Signal::SIGHUP);
+    };
     // Narrowed to wc: head is refused once the new policy is in force.
-    write(
-        dir.path(),
-        "policy.toml",
-        "[native]\nbinaries = [\"/usr/bin/wc\"]\n",
-    );
-    supervisor.signal(Signal::SIGHUP);
+    replace_policy("[native]\nbinaries = [\"/usr/bin/wc\"]\n");
     wait_until("head refused", Duration::from_secs(20), || {
         head().is_err_and(|e| e.kind() == ErrorKind::NotAllowed)
     });
     assert_eq!(wc().unwrap().stdout, b"4\n");
 
     // A broken policy is refused and the narrowed one keeps serving.
-    write(
-        dir.path(),
-        "policy.toml",
-        "[native]\nbinaries = \"/usr/bin/head\"\n",
-    );
-    supervisor.signal(Signal::SIGHUP);
+    replace_policy("[native]\nbinaries = \"/usr/bin/head\"\n");
     wait_until("the failed reload", Duration::from_secs(20), || {
         supervisor.log().contains("reload failed")
     });
