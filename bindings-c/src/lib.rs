@@ -334,15 +334,8 @@ pub unsafe extern "C" fn driver_result_artifacts_json(
         }
         let artifacts: std::collections::BTreeMap<_, _> = result.0.artifacts.iter().collect();
         let json = serde_json::to_string(&artifacts).expect("strings serialize");
-        let json = CString::new(json).map_err(|_| {
-            (
-                DriverStatus::Internal,
-                "an artifact contains a NUL byte".to_owned(),
-            )
-        })?;
         // SAFETY: `out` is writable (checked non-NULL).
-        unsafe { *out = json.into_raw() };
-        Ok(())
+        unsafe { store_string(out, json) }
     })
 }
 
@@ -402,16 +395,23 @@ pub unsafe extern "C" fn driver_tools_json(
                 })
             })
             .collect();
-        let json = CString::new(serde_json::Value::from(list).to_string()).map_err(|_| {
-            (
-                DriverStatus::Internal,
-                "a tool description contains a NUL byte".to_owned(),
-            )
-        })?;
         // SAFETY: `out` is writable (checked non-NULL).
-        unsafe { *out = json.into_raw() };
-        Ok(())
+        unsafe { store_string(out, serde_json::Value::from(list).to_string()) }
     })
+}
+
+/// Stores `text` in `*out` as a C string for `driver_string_free`.
+///
+/// # Safety
+/// `out` is writable.
+unsafe fn store_string(out: *mut *mut c_char, text: String) -> Result<(), StatusMessage> {
+    let text = CString::new(text).map_err(|_| {
+        let message = "a tool's text contains a NUL byte".to_owned();
+        (DriverStatus::Internal, message)
+    })?;
+    // SAFETY: `out` is writable (the caller's guarantee).
+    unsafe { *out = text.into_raw() };
+    Ok(())
 }
 
 /// Frees a string returned by libdriver (NULL is ignored).
