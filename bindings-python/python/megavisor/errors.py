@@ -136,22 +136,6 @@ class Protocol(MegavisorError):
 
 
 BY_KIND: Dict[str, Type[MegavisorError]] = {
-    cls.kind: cls
-    for cls in (
-        HashMismatch,
-        BadSignature,
-        ToolNotFound,
-        NotAllowed,
-        Timeout,
-        MemoryLimit,
-        Trap,
-        BadRequest,
-        Internal,
-        Busy,
-        ShuttingDown,
-        Cancelled,
-        ConnectionLost,
-        Protocol,
-    )
+    cls.kind: cls for cls in MegavisorError.__subclasses__()
 }
 """The exception class of each error kind (what the native module raises)."""
