@@ -3,11 +3,11 @@
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
-use std::time::Instant;
 
-use megavisor_wire::doorbell::{Doorbell, Patience, Wake};
+use megavisor_wire::doorbell::{Doorbell, Patience};
 use megavisor_wire::frame;
 use megavisor_wire::ring::{Consumer, Direction, Producer, PushError, Ring};
+use megavisor_wire::waiting::{self, Waited};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -86,50 +86,27 @@ fn receive_ring(link: &RingLink, socket: &UnixStream) -> Result<Vec<Vec<u8>>> {
     let mut guard = link.consumer.lock().expect("consumer lock");
     let (consumer, patience) = &mut *guard;
     let ring = &link.ring;
-    let drain = |consumer: &mut Consumer| -> Result<Vec<Vec<u8>>> {
+    let drain = || -> Result<Option<Vec<Vec<u8>>>> {
         let mut messages = Vec::new();
         while let Some(message) = consumer.pop(ring).map_err(Error::protocol)? {
             messages.push(message);
         }
-        Ok(messages)
+        Ok((!messages.is_empty()).then_some(messages))
     };
-    let started = Instant::now();
-    let spin_until = started + patience.budget();
-    let mut slept = false;
-    loop {
-        let messages = drain(consumer)?;
-        if !messages.is_empty() {
-            if slept {
-                patience.slept();
-            } else {
-                patience.found_while_looking(started.elapsed());
-            }
-            return Ok(messages);
-        }
-        if Instant::now() < spin_until {
-            // Yield rather than spin: on a busy machine the supervisor thread we wait for
-            // may need this CPU.
-            std::thread::yield_now();
-            continue;
-        }
-        ring.announce_sleep(Direction::Reply);
-        if consumer.available(ring).map_err(Error::protocol)? > 0 {
-            ring.cancel_sleep(Direction::Reply);
-            continue;
-        }
-        let wake = link.doorbell.wait(socket.as_fd(), -1);
-        ring.cancel_sleep(Direction::Reply);
-        slept = true;
-        if wake == Wake::PeerGone {
-            // Replies written just before the supervisor went are still valid.
-            let messages = drain(consumer)?;
-            if !messages.is_empty() {
-                return Ok(messages);
-            }
-            return Err(Error::connection_lost(
-                "the supervisor closed the connection",
-            ));
-        }
+    let waited = waiting::wait_for(
+        ring,
+        Direction::Reply,
+        &link.doorbell,
+        socket.as_fd(),
+        patience,
+        drain,
+        || -1,
+    )?;
+    match waited {
+        Waited::Found(messages) => Ok(messages),
+        Waited::PeerGone => Err(Error::connection_lost(
+            "the supervisor closed the connection",
+        )),
     }
 }
 

@@ -5,13 +5,15 @@
 //!   `SCM_RIGHTS`;
 //! - [`ring`]: the layout of the shared-memory ring and its single-producer, single-consumer
 //!   queues, written to treat the other side's memory as hostile;
-//! - [`doorbell`]: the socket-pair wake-ups that let an idle side sleep.
+//! - [`doorbell`]: the socket-pair wake-ups that let an idle side sleep;
+//! - [`waiting`]: how either side waits for the other's next message.
 //!
 //! This crate knows nothing of the engine: the client builds on it without Wasmtime.
 
 pub mod doorbell;
 pub mod frame;
 pub mod ring;
+pub mod waiting;
 
 /// The protocol messages (package `megavisor.v1`).
 #[allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]

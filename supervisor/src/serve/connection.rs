@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use megavisor_core::{Caller, CancelToken, Credentials, Identity};
 use megavisor_wire::PROTOCOL_VERSION;
-use megavisor_wire::doorbell::{self, Doorbell, Patience, Wake};
+use megavisor_wire::doorbell::{self, Doorbell, Patience};
 use megavisor_wire::frame::{self, FrameError};
 use megavisor_wire::proto::{self, client_message, server_message, welcome};
 use megavisor_wire::ring::{Consumer, Direction, Layout, Producer, Ring};
+use megavisor_wire::waiting::{self, Waited};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use prost::Message;
@@ -527,50 +528,30 @@ fn read_ring(
     connection: &Arc<Connection>,
     link: &ServerRing,
 ) -> Result<(), String> {
-    let ring = &link.ring;
     let mut patience = Patience::default();
-    // When the reader began looking for the next call, and how long it may look.
-    let mut looking: Option<(Instant, Duration)> = None;
     loop {
-        if let Some(taken) = connection.take_message(link)? {
-            if let Some((since, _)) = looking.take() {
-                patience.found_while_looking(since.elapsed());
-            }
-            handle(shared, connection, taken, None)?;
-            continue;
-        }
-        // A client usually sends its next call right after its last reply: look for it a
-        // little while (yielding the CPU) before paying for a sleep and a wake-up.
-        let (since, budget) = *looking.get_or_insert_with(|| (Instant::now(), patience.budget()));
-        if since.elapsed() < budget {
-            std::thread::yield_now();
-            continue;
-        }
-        ring.announce_sleep(Direction::Request);
-        // Look once more after announcing: a request published before the flag was seen
-        // would otherwise wait for the next one.
-        if let Some(taken) = connection.take_message(link)? {
-            ring.cancel_sleep(Direction::Request);
-            looking = None;
-            patience.slept();
-            handle(shared, connection, taken, None)?;
-            continue;
-        }
         // Spilled replies still held: wake now and then to give their memory back once
         // the client has taken them.
-        let holding = !link
-            .replies
-            .lock()
-            .expect("reply ring lock")
-            .spilled
-            .is_empty();
-        let timeout = if holding { RECLAIM_EVERY_MS } else { -1 };
-        let wake = link.doorbell.wait(connection.socket.as_fd(), timeout);
-        ring.cancel_sleep(Direction::Request);
-        looking = None;
-        patience.slept();
-        if wake == Wake::PeerGone {
-            return Ok(());
+        let sleep_ms = || {
+            let replies = link.replies.lock().expect("reply ring lock");
+            if replies.spilled.is_empty() {
+                -1
+            } else {
+                RECLAIM_EVERY_MS
+            }
+        };
+        let waited = waiting::wait_for(
+            &link.ring,
+            Direction::Request,
+            &link.doorbell,
+            connection.socket.as_fd(),
+            &mut patience,
+            || connection.take_message(link),
+            sleep_ms,
+        )?;
+        match waited {
+            Waited::Found(taken) => handle(shared, connection, taken, None)?,
+            Waited::PeerGone => return Ok(()),
         }
     }
 }
