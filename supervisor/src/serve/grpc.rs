@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use megavisor_client::ErrorKind;
 use megavisor_core::signing::Authenticity;
-use megavisor_core::{
-    Caller, CancelToken, Entry, Error, Limits, Output, Request, Runtime, ToolRef,
-};
+use megavisor_core::{Caller, CancelToken, Entry, Error, Output, Request, Runtime};
+use megavisor_driver::convert;
 use megavisor_grpc::ERROR_KIND_TRAILER;
 use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
 use megavisor_grpc::v1::{
     Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, ResourceUsage, Timings, Tool,
 };
+use megavisor_wire::proto::{self, call};
 use serde_json::{Map, Value};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -133,7 +133,7 @@ impl RuntimeDriver for DriverService {
         );
         let runtime = self.shared.runtime();
         let full_output = execute.full_output;
-        let call = to_request(&runtime, execute).map_err(|e| error_status(&e))?;
+        let call = to_request(&runtime, execute)?;
         let cancel = CancelToken::new();
         let caller = Caller {
             identity: peer.identity(),
@@ -217,11 +217,13 @@ impl DriverService {
     }
 }
 
-/// The core request for an Execute: `instruction` names the entry; `args`, `params` or
-/// `params_json` (at most one) give its arguments. The gRPC deadline is not part of it: it
-/// is the caller's, and stops the call apart from the tool's own time limit.
-pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<Request, Error> {
-    let bad = |m: &str| Error::BadRequest(m.to_owned());
+/// An `Execute` request as the wire call a ring client would send for it, converted by the
+/// same code (`convert::request`): only naming the tool and typing `params` are gRPC's own.
+/// `instruction` names the entry; `args`, `params` or `params_json` (at most one) give its
+/// arguments. The gRPC deadline is not part of it: it is the caller's, and stops the call
+/// apart from the tool's own time limit.
+pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<Request, Status> {
+    let bad = |m: &str| error_status(&Error::BadRequest(m.to_owned()));
     let given = [
         !execute.args.is_empty(),
         !execute.params.is_empty(),
@@ -237,62 +239,49 @@ pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<R
     let (tool, entry) = if execute.instruction.starts_with('/') {
         let binary = std::path::Path::new(&execute.instruction);
         match runtime.entry_for_native(binary) {
-            Ok(entry) => (ToolRef::Name(entry.name.clone()), Some(entry)),
-            Err(_) if runtime.runs_native_tools() => (ToolRef::Native(binary.to_owned()), None),
-            Err(refused) => return Err(refused),
+            Ok(entry) => (call::Tool::Name(entry.name.clone()), Some(entry)),
+            Err(_) if runtime.runs_native_tools() => {
+                (call::Tool::Native(execute.instruction.clone()), None)
+            }
+            Err(refused) => return Err(error_status(&refused)),
         }
     } else {
         let entry = runtime
             .manifest()
             .entry(&execute.instruction)
-            .ok_or_else(|| Error::ToolNotFound {
-                name: execute.instruction.clone(),
-                available: runtime.manifest().entry_names(),
+            .ok_or_else(|| {
+                error_status(&Error::ToolNotFound {
+                    name: execute.instruction.clone(),
+                    available: runtime.manifest().entry_names(),
+                })
             })?;
-        (ToolRef::Name(entry.name.clone()), Some(entry))
+        (call::Tool::Name(entry.name.clone()), Some(entry))
     };
-    let mut args = execute.args;
-    let mut stdin = execute.stdin;
-    let params = if !execute.params_json.is_empty() {
-        Some(
-            serde_json::from_str(&execute.params_json)
-                .map_err(|e| Error::BadRequest(format!("params_json is not JSON: {e}")))?,
-        )
-    } else if !execute.params.is_empty() {
-        let Some(entry) = entry else {
-            return Err(bad(
-                "params need an entry's argument schema; a native tool takes args",
-            ));
-        };
-        Some(typed_params(entry, execute.params)?)
+    let params_json = if execute.params.is_empty() {
+        execute.params_json
     } else {
-        None
-    };
-    if let Some(params) = params {
         let Some(entry) = entry else {
             return Err(bad(
                 "params need an entry's argument schema; a native tool takes args",
             ));
         };
-        let rendered = entry.render_arguments(&params)?;
-        args = rendered.args;
-        if let Some(bytes) = rendered.stdin {
-            stdin = bytes;
-        }
-    }
-    let timeout = (execute.timeout_ms > 0).then(|| Duration::from_millis(execute.timeout_ms));
+        let typed = typed_params(entry, execute.params).map_err(|e| error_status(&e))?;
+        typed.to_string()
+    };
     let mut env: Vec<(String, String)> = execute.env.into_iter().collect();
     env.sort();
-    Ok(Request {
-        tool,
-        args,
-        env,
-        stdin,
-        mounts: Vec::new(),
-        capabilities: None,
-        limits: Limits {
+    let call = proto::Call {
+        tool: Some(tool),
+        args: execute.args,
+        params_json,
+        env: env
+            .into_iter()
+            .map(|(name, value)| proto::EnvVar { name, value })
+            .collect(),
+        stdin: execute.stdin,
+        limits: Some(proto::Limits {
             memory_bytes: (execute.memory_bytes > 0).then_some(execute.memory_bytes),
-            timeout,
+            timeout_ms: (execute.timeout_ms > 0).then_some(execute.timeout_ms),
             fuel: None,
             // Without full output only the tails (always kept) are returned.
             output_bytes: if execute.full_output {
@@ -300,9 +289,11 @@ pub(crate) fn to_request(runtime: &Runtime, execute: ExecuteRequest) -> Result<R
             } else {
                 Some(0)
             },
-        },
-        execution_id: Some(execute.execution_id).filter(|id| !id.is_empty()),
-    })
+        }),
+        execution_id: execute.execution_id,
+        ..proto::Call::default()
+    };
+    convert::request(runtime, call).map_err(|failure| failure_status(&failure))
 }
 
 /// The string parameters of `params`, typed by the entry's schema: "true"/"false" for
@@ -396,6 +387,13 @@ fn tool(entry: &Entry) -> Tool {
 fn error_status(err: &Error) -> Status {
     let kind = ErrorKind::from_name(err.kind().as_str()).unwrap_or(ErrorKind::Internal);
     status(kind, err.to_string())
+}
+
+/// The gRPC status of a wire failure.
+fn failure_status(failure: &proto::Failure) -> Status {
+    let name = proto::ErrorKind::try_from(failure.kind).map_or("internal", |k| k.name());
+    let kind = ErrorKind::from_name(name).unwrap_or(ErrorKind::Internal);
+    status(kind, failure.message.clone())
 }
 
 /// A status of `kind` (its code from the one table of kinds), with its name in the trailer.
