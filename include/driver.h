@@ -121,6 +121,18 @@ driver_status driver_open_embedded_with_policy(const char *bundle,
                                                const char *policy,
                                                driver_t **out);
 
+// Like `driver_open_embedded_with_policy`, with the policy given inline as JSON (the same
+// structure as the TOML file, e.g. `{"limits": {"max_timeout": "5s"}}`); errors name
+// `<inline>` and the key.
+//
+// # Safety
+// `bundle` and `trusted_key` are NULL or NUL-terminated strings, `policy_json` is a
+// NUL-terminated string; `out` is writable.
+driver_status driver_open_embedded_with_policy_json(const char *bundle,
+                                                    const char *trusted_key,
+                                                    const char *policy_json,
+                                                    driver_t **out);
+
 // Connects to the supervisor at the socket path `socket` (NULL: `$MEGAVISOR_SOCKET`, else
 // the default socket). On success stores the driver in `*out`.
 //

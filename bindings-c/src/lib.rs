@@ -136,26 +136,65 @@ pub unsafe extern "C" fn driver_open_embedded_with_policy(
     out: *mut *mut Driver,
 ) -> DriverStatus {
     guard(|| {
-        let data = data::data_dir_beside(&this_library());
-        let mut options = EmbeddedOptions::from_env_or(
-            data.join(data::BUNDLE_DIR),
-            data.join(data::TRUSTED_KEY_FILE),
-        );
-        // SAFETY: the caller passes NULL or valid C strings.
-        if let Some(bundle) = unsafe { optional_path(bundle, "bundle") }? {
-            options.bundle = bundle;
-        }
-        // SAFETY: as above.
-        if let Some(key) = unsafe { optional_path(trusted_key, "trusted_key") }? {
-            options.trusted_keys = vec![key];
-        }
-        // SAFETY: as above.
-        let policy = unsafe { optional_path(policy, "policy") }?;
-        options.policy = load_policy(policy.as_deref(), None).map_err(failed)?;
-        let driver = Inner::embedded(&options).map_err(failed)?;
-        // SAFETY: `out` is writable (checked non-NULL).
-        unsafe { store(out, Driver(driver)) }
+        // SAFETY: the caller passes NULL or a valid C string.
+        let path = unsafe { optional_path(policy, "policy") }?;
+        let policy = load_policy(path.as_deref(), None).map_err(failed)?;
+        // SAFETY: the caller's guarantees are this function's.
+        unsafe { open_embedded(bundle, trusted_key, policy, out) }
     })
+}
+
+/// Like `driver_open_embedded_with_policy`, with the policy given inline as JSON (the same
+/// structure as the TOML file, e.g. `{"limits": {"max_timeout": "5s"}}`); errors name
+/// `<inline>` and the key.
+///
+/// # Safety
+/// `bundle` and `trusted_key` are NULL or NUL-terminated strings, `policy_json` is a
+/// NUL-terminated string; `out` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_open_embedded_with_policy_json(
+    bundle: *const c_char,
+    trusted_key: *const c_char,
+    policy_json: *const c_char,
+    out: *mut *mut Driver,
+) -> DriverStatus {
+    guard(|| {
+        // SAFETY: the caller passes a valid C string (NULL is refused).
+        let json = unsafe { text(policy_json, "policy_json") }?;
+        let policy = load_policy(None, Some(json)).map_err(failed)?;
+        // SAFETY: the caller's guarantees are this function's.
+        unsafe { open_embedded(bundle, trusted_key, policy, out) }
+    })
+}
+
+/// Opens an embedded driver on `bundle` (or the default) trusting `trusted_key` (or the
+/// default), under `policy`.
+///
+/// # Safety
+/// `bundle` and `trusted_key` are NULL or NUL-terminated strings; `out` is writable.
+unsafe fn open_embedded(
+    bundle: *const c_char,
+    trusted_key: *const c_char,
+    policy: megavisor_driver::Policy,
+    out: *mut *mut Driver,
+) -> Result<(), StatusMessage> {
+    let data = data::data_dir_beside(&this_library());
+    let mut options = EmbeddedOptions::from_env_or(
+        data.join(data::BUNDLE_DIR),
+        data.join(data::TRUSTED_KEY_FILE),
+    );
+    // SAFETY: the caller passes NULL or valid C strings.
+    if let Some(bundle) = unsafe { optional_path(bundle, "bundle") }? {
+        options.bundle = bundle;
+    }
+    // SAFETY: as above.
+    if let Some(key) = unsafe { optional_path(trusted_key, "trusted_key") }? {
+        options.trusted_keys = vec![key];
+    }
+    options.policy = policy;
+    let driver = Inner::embedded(&options).map_err(failed)?;
+    // SAFETY: `out` is writable (checked non-NULL by `store`).
+    unsafe { store(out, Driver(driver)) }
 }
 
 /// The file this code was loaded from: `libdriver.so`, or the program `libdriver.a` was

@@ -158,6 +158,14 @@ static void policies(const char *build, const char *key)
     CHECK(strstr(driver_last_error(), policy) != NULL);
     CHECK(strstr(driver_last_error(), "key `limits.max_timeout`") != NULL);
     CHECK(unlink(policy) == 0);
+    /* The same structure inline. */
+    CHECK(driver_open_embedded_with_policy_json(NULL, key, "{\"native\": {\"binaries\": [\"/usr/bin/wc\"]}}",
+                                                &driver) == DRIVER_STATUS_OK);
+    CHECK(call(driver, "/usr/bin/wc", NULL, 0, 0) == DRIVER_STATUS_OK);
+    driver_close(driver);
+    CHECK(driver_open_embedded_with_policy_json(NULL, key, "{\"native\": {\"binaries\": 1}}",
+                                                &driver) == DRIVER_STATUS_BAD_REQUEST);
+    CHECK(strstr(driver_last_error(), "policy <inline>: key `native.binaries`") != NULL);
 }
 
 int main(int argc, char **argv)
