@@ -196,6 +196,30 @@ fn a_denied_syscall_is_refused() {
 }
 
 #[test]
+fn an_operators_seccomp_filters_replace_the_built_in_ones() {
+    if !privileged("an_operators_seccomp_filters_replace_the_built_in_ones") {
+        return;
+    }
+    // The built-in filters, with one more call the sandboxed tool set refuses.
+    let mut filters: serde_json::Value =
+        serde_json::from_str(megavisor_jail::filters::FILTERS_JSON).unwrap();
+    filters["administration"]["filter"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"syscall": "uname", "comment": "this test's own"}));
+    let rt = runtime(SandboxOptions {
+        seccomp_filters: Some(filters.to_string()),
+        ..sandbox()
+    });
+    let refused = rt.run(&sh("uname -s; echo rc=$?")).unwrap();
+    let text = out(&refused) + &String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("rc=1"), "{text}");
+    // The built-in filters let it run.
+    let allowed = runtime(sandbox()).run(&sh("uname -s")).unwrap();
+    assert_eq!(out(&allowed), "Linux\n");
+}
+
+#[test]
 fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     if !privileged("a_fork_bomb_is_stopped_by_the_pids_limit") {
         return;

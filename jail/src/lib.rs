@@ -53,6 +53,10 @@ pub struct JailSpec {
     pub out_dir: Option<PathBuf>,
     /// The hostname inside a new UTS namespace.
     pub hostname: String,
+    /// The seccomp filters (seccompiler's JSON) whose sandboxed tool set the tool runs
+    /// under; `None` for the built-in ones.
+    #[serde(default)]
+    pub seccomp_filters: Option<String>,
 }
 
 /// Where the call's output directory appears inside the sandbox.

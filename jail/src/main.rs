@@ -89,7 +89,8 @@ fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
     // Changing uid cleared the parent-death signal set above.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    let filters = filters::compile(filters::SANDBOXED_TOOL).map_err(|e| e.to_string())?;
+    let source = spec.seccomp_filters.as_deref();
+    let filters = filters::compile(filters::SANDBOXED_TOOL, source).map_err(|e| e.to_string())?;
     filters::install(&filters).map_err(|e| e.to_string())?;
     let cwd = if spec.namespaces.mount {
         megavisor_jail::WORKSPACE

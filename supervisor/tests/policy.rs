@@ -131,6 +131,20 @@ fn a_malformed_policy_is_refused_naming_the_file_and_the_key() {
         assert_eq!(run.status.code(), Some(2), "{text}");
         assert!(String::from_utf8_lossy(&run.stderr).contains(key), "{text}");
     }
+    // Seccomp filters that lack a set's filter are refused before anything runs under them.
+    let filters = write(dir.path(), "filters.json", "{}");
+    let file = write(
+        dir.path(),
+        "seccomp.toml",
+        &format!("[seccomp]\nfilters = \"{filters}\"\n"),
+    );
+    let out = megavisor(&["policy", "show", "--policy", &file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("key `seccomp.filters`"), "{stderr}");
+    assert!(
+        stderr.contains("no filter named \"administration\""),
+        "{stderr}"
+    );
     let missing = megavisor(&["policy", "show", "--policy", "/nonexistent/policy.toml"]);
     assert!(
         String::from_utf8_lossy(&missing.stderr)

@@ -35,6 +35,9 @@ pub struct SandboxOptions {
     pub cgroups: Option<CgroupVersion>,
     /// The hostname inside.
     pub hostname: String,
+    /// The seccomp filters (seccompiler's JSON) of sandboxed tools; `None` for the built-in
+    /// ones.
+    pub seccomp_filters: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -65,6 +68,7 @@ impl Default for SandboxOptions {
             },
             cgroups: Some(CgroupVersion::Auto),
             hostname: "megavisor".to_owned(),
+            seccomp_filters: None,
         }
     }
 }
@@ -98,6 +102,7 @@ impl SandboxOptions {
             cgroups,
             out_dir,
             hostname: self.hostname.clone(),
+            seccomp_filters: self.seccomp_filters.clone(),
         }
     }
 }

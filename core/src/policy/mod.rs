@@ -4,8 +4,9 @@
 //! and what was expected. `docs/policy.example.toml` shows every key with its default.
 //!
 //! Sections: `[limits]` (what any call may ask for), `[native]` (which host binaries may
-//! run), `[sandbox]` (how they are jailed), `[cgroups]` (their resources) and `[peers]`
-//! (who may connect to a supervisor and which host directories their mounts may name).
+//! run), `[sandbox]` (how they are jailed), `[cgroups]` (their resources), `[peers]` (who
+//! may connect to a supervisor and which host directories their mounts may name) and
+//! `[seccomp]` (the system-call filters of guest threads and sandboxed tools).
 
 mod units;
 
@@ -23,6 +24,7 @@ use crate::native::{
     SandboxOptions,
 };
 use crate::runtime::RuntimeOptions;
+use megavisor_jail::filters;
 
 /// The policy in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -38,6 +40,17 @@ pub struct Policy {
     pub cgroups: CgroupsPolicy,
     /// Who may connect, and where their mounts may lie.
     pub peers: PeersPolicy,
+    /// The seccomp filters of guest threads and sandboxed tools.
+    pub seccomp: SeccompPolicy,
+}
+
+/// `[seccomp]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeccompPolicy {
+    /// An operator's filters in seccompiler's JSON, with the filters every set names (see
+    /// `jail/seccomp/filters.json`, the built-in ones used when this is unset).
+    pub filters: Option<PathBuf>,
 }
 
 /// `[limits]`.
@@ -351,6 +364,8 @@ impl Policy {
         for root in &self.peers.mount_roots {
             MountRoot::parse(root).map_err(|e| ("peers.mount_roots", e))?;
         }
+        self.seccomp_filters()
+            .map_err(|e| ("seccomp.filters", e.to_string()))?;
         if let Some(cpus) = self.cgroups.cpus
             && !(cpus.is_finite() && cpus > 0.0)
         {
@@ -360,6 +375,20 @@ impl Policy {
             ));
         }
         Ok(())
+    }
+
+    /// The operator's seccomp filters (`seccomp.filters`), read and checked to compile into
+    /// both sets; `None` for the built-in ones.
+    pub fn seccomp_filters(&self) -> Result<Option<String>, Error> {
+        let Some(path) = &self.seccomp.filters else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
+        for set in [filters::GUEST_THREAD, filters::SANDBOXED_TOOL] {
+            filters::compile(set, Some(&text))
+                .map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?;
+        }
+        Ok(Some(text))
     }
 
     /// The mount roots of `[peers]`, each resolved to the directory it names now (so a
@@ -388,6 +417,10 @@ impl Policy {
     /// go; it is the host's business, not the policy's).
     pub fn runtime_options(&self, cache_dir: Option<PathBuf>) -> Result<RuntimeOptions, Error> {
         let limits = &self.limits;
+        let mut native = self.native_options();
+        if let Some(sandbox) = native.as_mut().and_then(|n| n.sandbox.as_mut()) {
+            sandbox.seccomp_filters = self.seccomp_filters()?;
+        }
         Ok(RuntimeOptions {
             engine: EngineOptions {
                 max_concurrency: limits.max_concurrency,
@@ -403,7 +436,7 @@ impl Policy {
             max_timeout: limits.max_timeout.0,
             out_dir: None,
             mount_roots: self.mount_roots()?,
-            native: self.native_options(),
+            native,
         })
     }
 
@@ -465,6 +498,7 @@ impl Policy {
                 CgroupChoice::None => None,
             },
             hostname: sandbox.hostname.clone(),
+            seccomp_filters: None,
         }
     }
 

@@ -100,8 +100,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 
     let policy = policy::load(&args.bundle.policy, Some(&args.serve_policy))?;
     let config = args.config(&policy)?;
-    let filter =
-        Arc::new(GuestFilter::compile().map_err(|e| internal("compile the seccomp filter", e))?);
+    // The guest threads' filter is installed once per thread, at start: a new
+    // `seccomp.filters` on SIGHUP reaches sandboxed tools, and guest threads at the next start.
+    let filters = policy.seccomp_filters()?;
+    let filter = GuestFilter::compile(filters.as_deref())
+        .map_err(|e| internal("compile the seccomp filter", e))?;
+    let filter = Arc::new(filter);
     let runtime = open(&args, &policy)?;
     let startup = runtime.startup();
     let executor = Executor::start(
@@ -187,8 +191,11 @@ fn reload(shared: &Shared, args: &ServeArgs, started: &Policy) {
     );
     systemd::notify("RELOADING=1");
     let reopened = policy::load(&args.bundle.policy, Some(&args.serve_policy)).and_then(|new| {
-        if new.peers != started.peers || new.limits.max_concurrency != started.limits.max_concurrency {
-            warn!("the policy's [peers] and limits.max_concurrency take effect at the next start; the rest applies now");
+        let at_start = (&started.peers, started.limits.max_concurrency, &started.seccomp);
+        if (&new.peers, new.limits.max_concurrency, &new.seccomp) != at_start {
+            warn!(
+                "the policy's [peers], limits.max_concurrency and the guest threads' [seccomp] take effect at the next start; the rest applies now"
+            );
         }
         open(args, &new)
     });

@@ -21,10 +21,11 @@ pub struct GuestFilter {
 }
 
 impl GuestFilter {
-    /// Compiles the filters for this machine's architecture.
-    pub fn compile() -> Result<Self, FilterError> {
+    /// Compiles the filters for this machine's architecture, from `source` (an operator's
+    /// filters, as the policy names them) or the built-in ones.
+    pub fn compile(source: Option<&str>) -> Result<Self, FilterError> {
         Ok(GuestFilter {
-            programs: filters::compile(filters::GUEST_THREAD)?,
+            programs: filters::compile(filters::GUEST_THREAD, source)?,
         })
     }
 
@@ -44,7 +45,7 @@ mod tests {
 
     #[test]
     fn a_filtered_thread_cannot_exec_fork_or_mount_but_can_make_threads() {
-        let filter = GuestFilter::compile().unwrap();
+        let filter = GuestFilter::compile(None).unwrap();
         std::thread::spawn(move || {
             filter.install_on_current_thread().unwrap();
             let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
