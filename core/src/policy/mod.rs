@@ -417,10 +417,6 @@ impl Policy {
     /// go; it is the host's business, not the policy's).
     pub fn runtime_options(&self, cache_dir: Option<PathBuf>) -> Result<RuntimeOptions, Error> {
         let limits = &self.limits;
-        let mut native = self.native_options();
-        if let Some(sandbox) = native.as_mut().and_then(|n| n.sandbox.as_mut()) {
-            sandbox.seccomp_filters = self.seccomp_filters()?;
-        }
         Ok(RuntimeOptions {
             engine: EngineOptions {
                 max_concurrency: limits.max_concurrency,
@@ -436,21 +432,26 @@ impl Policy {
             max_timeout: limits.max_timeout.0,
             out_dir: None,
             mount_roots: self.mount_roots()?,
-            native,
+            native: self.native_options()?,
         })
     }
 
     /// The native tools this policy allows; `None` (every native tool refused) when it
     /// names none.
-    pub fn native_options(&self) -> Option<NativeOptions> {
+    fn native_options(&self) -> Result<Option<NativeOptions>, Error> {
         let native = &self.native;
         if native.binaries.is_empty()
             && native.allowlist_file.is_none()
             && native.digests.is_empty()
         {
-            return None;
+            return Ok(None);
         }
-        Some(NativeOptions {
+        let sandbox = if self.sandbox.enabled {
+            Some(self.sandbox_options(self.seccomp_filters()?))
+        } else {
+            None
+        };
+        Ok(Some(NativeOptions {
             allowlist: AllowlistConfig {
                 paths: native.binaries.clone(),
                 file: native.allowlist_file.clone(),
@@ -460,11 +461,13 @@ impl Policy {
             env: native.env.clone(),
             default_timeout: native.default_timeout.0,
             cwd: native.cwd.clone(),
-            sandbox: self.sandbox.enabled.then(|| self.sandbox_options()),
-        })
+            sandbox,
+        }))
     }
 
-    fn sandbox_options(&self) -> SandboxOptions {
+    /// The native sandbox under this policy, with the tools' seccomp filters
+    /// (`seccomp_filters`, read by the caller; `None`: the built-in ones).
+    fn sandbox_options(&self, seccomp_filters: Option<String>) -> SandboxOptions {
         let (sandbox, cgroups) = (&self.sandbox, &self.cgroups);
         let defaults = SandboxOptions::default();
         SandboxOptions {
@@ -498,7 +501,7 @@ impl Policy {
                 CgroupChoice::None => None,
             },
             hostname: sandbox.hostname.clone(),
-            seccomp_filters: None,
+            seccomp_filters,
         }
     }
 
