@@ -194,3 +194,16 @@ fn a_narrower_allowlist_takes_effect_on_sighup_and_a_broken_policy_keeps_the_old
     assert_eq!(wc().unwrap().stdout, b"4\n");
     assert_eq!(head().unwrap_err().kind(), ErrorKind::NotAllowed);
 }
+
+#[test]
+fn the_peers_of_a_policy_file_decide_who_may_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "peers.toml", "[peers]\nallow_uids = [4242]\n");
+    let supervisor = Supervisor::start(&bundle(), &["--policy", &file]);
+    let err = megavisor_client::Client::connect(&supervisor.socket)
+        .err()
+        .expect("this uid is not the policy's");
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+    let own = nix::unistd::geteuid().as_raw();
+    assert!(err.to_string().contains(&format!("uid {own}")), "{err}");
+}
