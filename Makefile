@@ -31,7 +31,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm &: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
@@ -42,11 +42,16 @@ $(KEY): | $(MEGAVISOR)
 	$(MEGAVISOR) keygen --out $(KEY)
 
 $(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm guest/megabin/entries.json
-	$(MEGAVISOR) pack --wasm $(BUILD)/guest/megabin.wasm --entries guest/megabin/entries.json \
+	$(MEGAVISOR) pack --module $(BUILD)/guest/megabin.wasm:guest/megabin/entries.json \
 		--key $(KEY) --out $(BUNDLE) --name default
 
-$(TEST_BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/testbin.wasm guest/testbin/entries.json
-	$(MEGAVISOR) pack --wasm $(BUILD)/guest/testbin.wasm --entries guest/testbin/entries.json \
+# The test bundle holds three modules: the busybox-style test tools, and one reactor
+# packed twice, as is and pre-initialized.
+$(TEST_BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm \
+		guest/testbin/entries.json guest/reactor/entries.json guest/reactor/preinit.json
+	$(MEGAVISOR) pack --module $(BUILD)/guest/testbin.wasm:guest/testbin/entries.json \
+		--module $(BUILD)/guest/reactor.wasm:guest/reactor/entries.json \
+		--module $(BUILD)/guest/reactor.wasm:guest/reactor/preinit.json \
 		--key $(KEY) --out $(TEST_BUNDLE) --name test
 
 # A program built here finds the checkout's bundle and key where an installed one finds its

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the guest megabinaries with zig's bundled clang and wasi-libc:
 #   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
-# writes OUT_DIR/megabin.wasm (the default tools) and OUT_DIR/testbin.wasm (the test
-# tools).  A binary newer than all of its sources (and this script) is not rebuilt.
+# writes OUT_DIR/megabin.wasm (the default tools), and OUT_DIR/testbin.wasm and
+# OUT_DIR/reactor.wasm (for the tests). A binary newer than all of its sources (and this
+# script) is not rebuilt.
 set -eu
 
 guest_dir=$(cd "$(dirname "$0")" && pwd)
@@ -16,10 +17,13 @@ if ! "$python" -m ziglang version >/dev/null 2>&1; then
 fi
 mkdir -p "$out_dir"
 
-# build NAME: compiles guest/NAME/*.c into OUT_DIR/NAME.wasm unless it is up to date.
+# build NAME [FLAG...]: compiles guest/NAME/*.c into OUT_DIR/NAME.wasm, with the extra
+# compiler flags given, unless it is up to date.
 build() {
-    src_dir=$guest_dir/$1
-    out=$out_dir/$1.wasm
+    name=$1
+    shift
+    src_dir=$guest_dir/$name
+    out=$out_dir/$name.wasm
     if [ -f "$out" ] &&
         [ -z "$(find "$src_dir" "$guest_dir/common" "$guest_dir/build.sh" -newer "$out" \( -name '*.c' -o -name '*.h' -o -name build.sh \) -print)" ]; then
         echo "up to date: $out"
@@ -34,7 +38,7 @@ build() {
     # before it grows memory, so most calls never grow it (see alloc.c for why that
     # matters); untouched pages cost nothing.
     "$python" -m ziglang cc -target wasm32-wasi -std=c11 -O2 -Wall -Wextra -Werror -s \
-        -Wl,-z,stack-size=131072 -Wl,--initial-memory=2097152 \
+        -Wl,-z,stack-size=131072 -Wl,--initial-memory=2097152 "$@" \
         -o "$out.tmp" "$src_dir"/*.c "$guest_dir"/common/*.c
     mv "$out.tmp" "$out"
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
@@ -42,3 +46,5 @@ build() {
 
 build megabin
 build testbin
+# A reactor (exported functions, no main) for the tests of multi-module bundles.
+build reactor -mexec-model=reactor

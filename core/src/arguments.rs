@@ -154,6 +154,8 @@ mod tests {
         Entry {
             name: "grep".into(),
             entry: "grep".into(),
+            module: "megabin".into(),
+            export: None,
             description: "search".into(),
             arguments: json!({
                 "type": "object",

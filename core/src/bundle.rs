@@ -1,6 +1,6 @@
-//! Opening a bundle directory: signature first, then every file's size and digests, all
-//! before a single byte of it is compiled or deserialized: a hash mismatch fails the bundle
-//! before anything of it is used.
+//! Opening a bundle directory: signature first, then every file's size and digests, of
+//! every module, all before a single byte of any is compiled or deserialized: a hash
+//! mismatch anywhere fails the whole bundle, naming the file, before anything of it is used.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use crate::manifest::{FileRecord, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, S
 use crate::signing::{Authenticity, TrustPolicy, verify_manifest};
 
 /// A bundle whose manifest is authentic (or explicitly accepted unsigned) and whose
-/// megabinary bytes match the manifest. The bytes held here are the bytes that were hashed,
+/// modules' bytes match the manifest. The bytes held here are the bytes that were hashed,
 /// so nothing can swap a file between verification and use.
 #[derive(Debug)]
 pub struct VerifiedBundle {
@@ -21,9 +21,16 @@ pub struct VerifiedBundle {
     pub manifest: Manifest,
     /// How the manifest's authenticity was established.
     pub authenticity: Authenticity,
-    /// The verified `.wasm` bytes.
+    /// The verified files of each module, in the manifest's order.
+    pub modules: Vec<ModuleFiles>,
+}
+
+/// The verified bytes of one module.
+#[derive(Debug)]
+pub struct ModuleFiles {
+    /// The `.wasm` bytes.
     pub wasm: Vec<u8>,
-    /// The verified `.cwasm` bytes.
+    /// The `.cwasm` bytes.
     pub cwasm: Vec<u8>,
 }
 
@@ -48,14 +55,21 @@ impl VerifiedBundle {
             tracing::warn!(bundle = %dir.display(), %reason, "accepting manifest without a valid signature (allow-unsigned)");
         }
         let manifest = Manifest::parse(&manifest_bytes, &manifest_path)?;
-        let wasm = read_verified(dir, &manifest.megabinary.wasm)?;
-        let cwasm = read_verified(dir, &manifest.megabinary.cwasm)?;
+        let modules = manifest
+            .modules
+            .iter()
+            .map(|module| {
+                Ok(ModuleFiles {
+                    wasm: read_verified(dir, &module.wasm)?,
+                    cwasm: read_verified(dir, &module.cwasm)?,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(VerifiedBundle {
             dir: dir.to_owned(),
             manifest,
             authenticity,
-            wasm,
-            cwasm,
+            modules,
         })
     }
 }

@@ -1,6 +1,6 @@
-//! The Wasmtime engine: configuration, fingerprint, and loading the megabinary's module.
+//! The Wasmtime engine: configuration, fingerprint, and loading a bundle's modules.
 //!
-//! The `.cwasm` of a bundle is native code, loaded with an `unsafe` deserialize. It is only
+//! A module's `.cwasm` is native code, loaded with an `unsafe` deserialize. It is only
 //! ever loaded from bytes whose digests matched the signed manifest, and only when it was
 //! built for this exact engine configuration. Otherwise the verified `.wasm` is compiled
 //! into a private cache (mode 0700) keyed by wasm digest + engine fingerprint.
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module};
 
-use crate::bundle::VerifiedBundle;
+use crate::bundle::{ModuleFiles, VerifiedBundle};
 use crate::error::{Error, Result};
+use crate::manifest::ModuleRecord;
 
 /// Engine settings. Packing and running must agree on the ones that shape compiled code
 /// (fuel); the others size the instance pool.
@@ -73,8 +74,8 @@ pub fn fingerprint(engine: &Engine) -> String {
     hasher.0.finalize().to_hex()[..32].to_owned()
 }
 
-/// Where a module was loaded from, for start-up logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a module was loaded from, for start-up logs; ordered from most to least ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ModuleOrigin {
     /// The bundle's verified `.cwasm`.
     Precompiled,
@@ -84,27 +85,59 @@ pub enum ModuleOrigin {
     Compiled,
 }
 
-/// Loads the bundle's megabinary as a module of `engine`.
-pub fn load_module(
+/// Loads every module of a verified bundle into `engine`, in the manifest's order, with
+/// where each came from.
+pub fn load_modules(
     engine: &Engine,
     bundle: &VerifiedBundle,
     options: &EngineOptions,
-) -> Result<(Module, ModuleOrigin)> {
-    let bundle_engine = &bundle.manifest.megabinary.engine;
+) -> Result<Vec<(Module, ModuleOrigin)>> {
     let engine_fp = fingerprint(engine);
-    if *bundle_engine == engine_fp {
+    let bundle_engine = &bundle.manifest.engine;
+    if *bundle_engine != engine_fp {
+        tracing::info!(%bundle_engine, this_engine = %engine_fp, "precompiled modules are for another engine; using the recompile cache");
+    }
+    bundle
+        .manifest
+        .modules
+        .iter()
+        .zip(&bundle.modules)
+        .map(|(record, files)| {
+            load_module(
+                engine,
+                &engine_fp,
+                *bundle_engine == engine_fp,
+                record,
+                files,
+                options,
+            )
+        })
+        .collect()
+}
+
+/// Loads one verified module: its `.cwasm` when it was built for this engine, else the
+/// recompile cache, else a compile of its `.wasm` into the cache.
+fn load_module(
+    engine: &Engine,
+    engine_fp: &str,
+    precompiled_fits: bool,
+    record: &ModuleRecord,
+    files: &ModuleFiles,
+    options: &EngineOptions,
+) -> Result<(Module, ModuleOrigin)> {
+    if precompiled_fits {
         // SAFETY: these are the exact bytes whose SHA-256 and BLAKE3 matched the manifest,
         // whose signature was checked (or explicitly waived) by the caller, and they were
         // produced by `Engine::precompile_module` for an engine with this fingerprint.
-        match unsafe { Module::deserialize(engine, &bundle.cwasm) } {
+        match unsafe { Module::deserialize(engine, &files.cwasm) } {
             Ok(module) => return Ok((module, ModuleOrigin::Precompiled)),
-            Err(e) => tracing::warn!(error = %e, "verified .cwasm did not load; recompiling"),
+            Err(e) => {
+                tracing::warn!(module = %record.name, error = %e, "verified .cwasm did not load; recompiling")
+            }
         }
-    } else {
-        tracing::info!(%bundle_engine, this_engine = %engine_fp, "precompiled megabinary is for another engine; using the recompile cache");
     }
     let cache = CacheDir::open(options.cache_dir.clone())?;
-    let wasm_digest = &bundle.manifest.megabinary.wasm.digests.blake3;
+    let wasm_digest = &record.wasm.digests.blake3;
     let cached = cache.path.join(format!("{wasm_digest}-{engine_fp}.cwasm"));
     if cached.exists() {
         // SAFETY: the cache directory is owned by this user with mode 0700 (checked in
@@ -118,14 +151,14 @@ pub fn load_module(
             }
         }
     }
-    let module = compile_into_cache(engine, &bundle.wasm, &cached)?;
+    let module = compile_into_cache(engine, &record.name, &files.wasm, &cached)?;
     Ok((module, ModuleOrigin::Compiled))
 }
 
 /// Compiles `wasm` (already verified) and stores the result atomically at `target`.
-fn compile_into_cache(engine: &Engine, wasm: &[u8], target: &Path) -> Result<Module> {
+fn compile_into_cache(engine: &Engine, name: &str, wasm: &[u8], target: &Path) -> Result<Module> {
     let module = Module::new(engine, wasm)
-        .map_err(|e| Error::Engine(format!("cannot compile megabinary: {e:#}")))?;
+        .map_err(|e| Error::Engine(format!("cannot compile module {name}: {e:#}")))?;
     let bytes = module
         .serialize()
         .map_err(|e| Error::Engine(format!("cannot serialize module: {e:#}")))?;
@@ -141,11 +174,11 @@ fn compile_into_cache(engine: &Engine, wasm: &[u8], target: &Path) -> Result<Mod
     Ok(module)
 }
 
-/// Compiles `wasm` for `engine` and returns the precompiled bytes (used by `pack`).
-pub fn precompile(engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>> {
+/// Compiles module `name` for `engine` and returns the precompiled bytes (used by `pack`).
+pub fn precompile(engine: &Engine, name: &str, wasm: &[u8]) -> Result<Vec<u8>> {
     engine
         .precompile_module(wasm)
-        .map_err(|e| Error::Engine(format!("cannot compile megabinary: {e:#}")))
+        .map_err(|e| Error::Engine(format!("cannot compile module {name}: {e:#}")))
 }
 
 struct CacheDir {

@@ -3,7 +3,8 @@
 //!
 //! The pieces, in the order a bundle flows through them:
 //!
-//! - [`manifest`]: the v1 manifest every part of megavisor reads;
+//! - [`manifest`]: the manifest every part of megavisor reads (v2: a bundle of modules;
+//!   v1 still read);
 //! - [`arguments`]: rendering JSON arguments into argv through the schema's `x-argv` hints;
 //! - [`signing`]: Ed25519 signatures over the manifest bytes, and the operator's trust policy;
 //! - [`bundle`]: opening a bundle, checking signature, sizes and digests before anything runs;
@@ -16,7 +17,7 @@
 //! - [`native`]: allowlisted native binaries, run behind the same API;
 //! - [`policy`]: the operator's policy document (limits, native tools, sandbox, cgroups,
 //!   peers), read from TOML;
-//! - [`pack`]: building and signing a bundle.
+//! - [`pack`]: building and signing a bundle, pre-initializing modules that ask for it.
 //!
 //! ```no_run
 //! use megavisor_core::{Request, Runtime, RuntimeOptions, TrustPolicy};
@@ -53,6 +54,7 @@ pub mod pack;
 mod peer_access;
 pub mod policy;
 mod pool;
+mod preinit;
 pub mod queue;
 mod request;
 mod result;

@@ -1,28 +1,76 @@
-//! Building a signed bundle: megabinary + entries file + secret key → a bundle directory
-//! holding the `.wasm`, its AOT `.cwasm`, `manifest.json` and `manifest.json.sig`.
+//! Building a signed bundle: modules, each with its entries file, + secret key → a bundle
+//! directory holding each module's `.wasm` and AOT `.cwasm`, `manifest.json` and
+//! `manifest.json.sig`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 use crate::digest::Digests;
 use crate::engine::{self, EngineOptions};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    EntriesFile, FORMAT_V1, FileRecord, MANIFEST_FILE, Manifest, Megabinary, SIGNATURE_FILE,
+    EntriesFile, FORMAT_V2, FileRecord, MANIFEST_FILE, Manifest, ModulePool, ModuleRecord, Preinit,
+    SIGNATURE_FILE,
 };
+use crate::preinit;
 use crate::signing::ManifestSigner;
+
+/// One module to pack: its `.wasm` and the entries file describing its tools.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSource {
+    /// The module.
+    pub wasm: PathBuf,
+    /// Its entries file.
+    pub entries: PathBuf,
+}
+
+/// A bundle spec file (TOML): the bundle's name and its modules, paths relative to the
+/// spec file.
+///
+/// ```toml
+/// name = "default"
+/// [[modules]]
+/// wasm = "build/megabin.wasm"
+/// entries = "megabin/entries.json"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSpec {
+    /// The bundle's name.
+    pub name: String,
+    /// Its modules, in the order their entries are listed.
+    pub modules: Vec<ModuleSource>,
+}
+
+impl BundleSpec {
+    /// Reads a spec file, resolving its paths against the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
+        let mut spec: BundleSpec = toml::from_str(&text).map_err(|e| Error::InvalidManifest {
+            file: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for module in &mut spec.modules {
+            module.wasm = base.join(&module.wasm);
+            module.entries = base.join(&module.entries);
+        }
+        Ok(spec)
+    }
+}
 
 /// What to pack.
 pub struct PackSpec<'a> {
-    /// The megabinary.
-    pub wasm: &'a Path,
-    /// The entries file describing its tools.
-    pub entries: &'a Path,
+    /// The modules, in the order their entries are listed.
+    pub modules: &'a [ModuleSource],
     /// The bundle's name, e.g. `default`.
     pub name: &'a str,
     /// The directory to write (created if missing; its bundle files are replaced).
     pub out_dir: &'a Path,
-    /// Engine settings the `.cwasm` is compiled for; they must match the runtime's.
+    /// Engine settings the `.cwasm` files are compiled for; they must match the runtime's.
     pub engine: &'a EngineOptions,
 }
 
@@ -31,14 +79,25 @@ pub struct PackSpec<'a> {
 pub enum PackEvent {
     /// Hashing the native originals present on this machine.
     HashingOriginals,
-    /// Cranelift is compiling a module of this many bytes (the slow step).
+    /// Running a module's initialization function to snapshot its state.
+    Preinitializing {
+        /// The module.
+        module: String,
+        /// The function run.
+        function: String,
+    },
+    /// Cranelift is compiling a module (the slow step).
     Compiling {
-        /// Size of the `.wasm`.
+        /// The module.
+        module: String,
+        /// Size of its `.wasm`.
         wasm_bytes: u64,
     },
-    /// Compilation finished.
+    /// Compilation of a module finished.
     Compiled {
-        /// Size of the `.cwasm`.
+        /// The module.
+        module: String,
+        /// Size of its `.cwasm`.
         cwasm_bytes: u64,
     },
     /// Files written and the manifest signed.
@@ -48,53 +107,119 @@ pub enum PackEvent {
     },
 }
 
+/// A module read, pre-initialized and compiled, ready to be written.
+struct PackedModule {
+    record: ModuleRecord,
+    wasm: Vec<u8>,
+    cwasm: Vec<u8>,
+}
+
 /// Packs and signs a bundle, reporting progress through `progress`.
 pub fn pack(
     spec: &PackSpec<'_>,
     signer: &ManifestSigner,
     progress: &mut dyn FnMut(PackEvent),
 ) -> Result<Manifest> {
-    let wasm = std::fs::read(spec.wasm).map_err(|e| Error::io(spec.wasm, "read", e))?;
-    let mut entries = EntriesFile::load(spec.entries)?.entries;
+    if spec.modules.is_empty() {
+        return Err(Error::BadRequest(
+            "a bundle needs at least one module".to_owned(),
+        ));
+    }
+    // Every entries file is read and checked before anything is compiled.
+    let sources = spec
+        .modules
+        .iter()
+        .map(|source| Ok((source, EntriesFile::load(&source.entries)?)))
+        .collect::<Result<Vec<_>>>()?;
 
     progress(PackEvent::HashingOriginals);
-    for entry in &mut entries {
-        for path in &entry.originals.paths {
-            let path = Path::new(path);
-            if !path.is_file() {
-                continue;
+    let mut entries = Vec::new();
+    let mut names = Vec::new();
+    for (source, file) in &sources {
+        let name = match &file.module.name {
+            Some(name) => name.clone(),
+            None => module_name_of(&source.wasm)?,
+        };
+        for mut entry in file.entries.clone() {
+            add_local_originals(&mut entry)?;
+            if entry.served_natively().is_none() {
+                entry.module = name.clone();
             }
-            let (digests, _) = Digests::of_file(path)?;
-            if !entry.originals.digests.contains(&digests) {
-                entry.originals.digests.push(digests);
-            }
+            entries.push(entry);
         }
+        names.push(name);
     }
 
-    progress(PackEvent::Compiling {
-        wasm_bytes: wasm.len() as u64,
-    });
     let engine = engine::build_engine(spec.engine)?;
-    let cwasm = engine::precompile(&engine, &wasm)?;
-    progress(PackEvent::Compiled {
-        cwasm_bytes: cwasm.len() as u64,
-    });
+    let mut packed = Vec::new();
+    for ((source, file), name) in sources.iter().zip(names) {
+        let original =
+            std::fs::read(&source.wasm).map_err(|e| Error::io(&source.wasm, "read", e))?;
+        let (wasm, preinit) = match &file.module.preinit {
+            None => (original, None),
+            Some(function) => {
+                progress(PackEvent::Preinitializing {
+                    module: name.clone(),
+                    function: function.clone(),
+                });
+                let wasm = preinit::snapshot(&engine, &name, &original, function)?;
+                let record = Preinit {
+                    function: function.clone(),
+                    source: Digests::of_bytes(&original),
+                };
+                (wasm, Some(record))
+            }
+        };
+        progress(PackEvent::Compiling {
+            module: name.clone(),
+            wasm_bytes: wasm.len() as u64,
+        });
+        let cwasm = engine::precompile(&engine, &name, &wasm)?;
+        progress(PackEvent::Compiled {
+            module: name.clone(),
+            cwasm_bytes: cwasm.len() as u64,
+        });
+        let initial = initial_memory_bytes(&name, &wasm)?;
+        if let Some(entry) = file
+            .entries
+            .iter()
+            .find(|e| e.served_natively().is_none() && e.limits.memory_bytes < initial)
+        {
+            return Err(Error::InvalidManifest {
+                file: source.entries.clone(),
+                reason: format!(
+                    "entry {:?}: memory limit of {} bytes is below module {name}'s initial memory of {initial} bytes",
+                    entry.name, entry.limits.memory_bytes
+                ),
+            });
+        }
+        let largest_entry = file.entries.iter().map(|e| e.limits.memory_bytes).max();
+        let pool = ModulePool {
+            memory_bytes: file
+                .module
+                .memory_bytes
+                .unwrap_or_else(|| largest_entry.unwrap_or(0).max(initial)),
+            warm: file.module.warm.unwrap_or(1),
+        };
+        packed.push(PackedModule {
+            record: ModuleRecord {
+                wasm: record(format!("{name}.wasm"), &wasm),
+                cwasm: record(format!("{name}.cwasm"), &cwasm),
+                name,
+                pool,
+                preinit,
+            },
+            wasm,
+            cwasm,
+        });
+    }
 
-    let stem = spec
-        .wasm
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("megabinary");
     let manifest = Manifest {
-        format: FORMAT_V1.to_owned(),
+        format: FORMAT_V2.to_owned(),
         name: spec.name.to_owned(),
-        megabinary: Megabinary {
-            wasm: record(format!("{stem}.wasm"), &wasm),
-            cwasm: record(format!("{stem}.cwasm"), &cwasm),
-            engine: engine::fingerprint(&engine),
-            wasmtime: WASMTIME_VERSION.to_owned(),
-        },
+        engine: engine::fingerprint(&engine),
+        wasmtime: WASMTIME_VERSION.to_owned(),
+        modules: packed.iter().map(|m| m.record.clone()).collect(),
         entries,
     };
     let manifest_bytes = manifest.to_bytes();
@@ -102,8 +227,10 @@ pub fn pack(
     Manifest::parse(&manifest_bytes, &spec.out_dir.join(MANIFEST_FILE))?;
 
     std::fs::create_dir_all(spec.out_dir).map_err(|e| Error::io(spec.out_dir, "create", e))?;
-    write_atomic(&spec.out_dir.join(&manifest.megabinary.wasm.file), &wasm)?;
-    write_atomic(&spec.out_dir.join(&manifest.megabinary.cwasm.file), &cwasm)?;
+    for module in &packed {
+        write_atomic(&spec.out_dir.join(&module.record.wasm.file), &module.wasm)?;
+        write_atomic(&spec.out_dir.join(&module.record.cwasm.file), &module.cwasm)?;
+    }
     write_atomic(&spec.out_dir.join(MANIFEST_FILE), &manifest_bytes)?;
     write_atomic(
         &spec.out_dir.join(SIGNATURE_FILE),
@@ -113,6 +240,62 @@ pub fn pack(
         key_id: signer.public().id(),
     });
     Ok(manifest)
+}
+
+/// Adds the digests of the entry's originals present on this machine.
+fn add_local_originals(entry: &mut crate::manifest::Entry) -> Result<()> {
+    for path in &entry.originals.paths {
+        let path = Path::new(path);
+        if !path.is_file() {
+            continue;
+        }
+        let (digests, _) = Digests::of_file(path)?;
+        if !entry.originals.digests.contains(&digests) {
+            entry.originals.digests.push(digests);
+        }
+    }
+    Ok(())
+}
+
+/// The largest initial size of the module's memories: no instance can have less.
+fn initial_memory_bytes(name: &str, wasm: &[u8]) -> Result<u64> {
+    const PAGE_BYTES: u64 = 64 << 10;
+    let invalid = |e: wasmparser::BinaryReaderError| {
+        Error::Engine(format!("module {name} is not valid WebAssembly: {e}"))
+    };
+    let mut pages = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::MemorySection(memories) => {
+                for memory in memories {
+                    pages = pages.max(memory.map_err(invalid)?.initial);
+                }
+            }
+            wasmparser::Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if let wasmparser::TypeRef::Memory(memory) = import.map_err(invalid)?.ty {
+                        pages = pages.max(memory.initial);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(pages.saturating_mul(PAGE_BYTES))
+}
+
+/// A module's default name: its file's stem.
+fn module_name_of(wasm: &Path) -> Result<String> {
+    wasm.file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{}: cannot name a module after this file; set module.name in its entries file",
+                wasm.display()
+            ))
+        })
 }
 
 /// The Wasmtime version this crate is built against, recorded in manifests for readers.

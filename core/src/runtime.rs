@@ -1,5 +1,5 @@
-//! The runtime: a verified megabinary, pre-linked once, serving invocations from a warm
-//! pool of instance slots. Every invocation gets a fresh instance: nothing one call writes
+//! The runtime: a verified bundle's modules, each pre-linked once, serving invocations from
+//! a warm pool of instance slots. Every invocation gets a fresh instance: nothing one call writes
 //! is visible to the next.
 
 use std::borrow::Cow;
@@ -18,10 +18,10 @@ use crate::engine::{self, EngineOptions, ModuleOrigin};
 use crate::epoch::Stop;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, Claim, IdempotencyCache};
-use crate::manifest::{Entry, EntryLimits, Manifest};
+use crate::manifest::{Entry, EntryLimits, FileRecord, Manifest, ModulePool, ModuleRecord};
 use crate::mounts::MountRoot;
 use crate::native::{NativeBackend, NativeOptions};
-use crate::pool::Pool;
+use crate::pool::{Pool, PooledModule};
 use crate::request::{Request, ToolRef};
 use crate::result::Output;
 use crate::signing::{Authenticity, TrustPolicy};
@@ -79,22 +79,23 @@ impl Default for RuntimeOptions {
 pub struct StartupReport {
     /// Reading the manifest, checking its signature and every file's digests.
     pub verify: Duration,
-    /// Deserializing (or compiling) the module and linking it.
+    /// Deserializing (or compiling) the modules and linking them.
     pub load: Duration,
-    /// Warming one pool slot.
+    /// Making every module's warm instances.
     pub warm: Duration,
-    /// Where the module came from.
+    /// Where the modules came from (the least ready of them: compiled before cached before
+    /// precompiled).
     pub origin: ModuleOrigin,
 }
 
-/// A verified, loaded megabinary serving invocations.
+/// A verified, loaded bundle serving invocations.
 pub struct Runtime {
     manifest: Manifest,
     authenticity: Authenticity,
     options: RuntimeOptions,
     idempotency: IdempotencyCache,
     startup: StartupReport,
-    /// The megabinary's entries, on the warm pool.
+    /// The modules' entries, on the warm pool.
     wasm: WasmBackend,
     /// Native tools, when an allowlist is configured.
     native: Option<NativeBackend>,
@@ -102,7 +103,7 @@ pub struct Runtime {
     process_uid: u32,
 }
 
-/// What a request runs: an entry of the megabinary, or a native binary (standing for an
+/// What a request runs: an entry of a module, or a native binary (standing for an
 /// entry, or allowlisted by itself).
 #[derive(Clone, Copy)]
 enum Target<'a> {
@@ -127,18 +128,41 @@ impl Runtime {
         let bundle = VerifiedBundle::open(dir, policy)?;
         let verify = started.elapsed();
         let engine = engine::build_engine(&options.engine)?;
-        let loaded = Instant::now();
-        let (module, origin) = engine::load_module(&engine, &bundle, &options.engine)?;
-        let load = loaded.elapsed();
+        let loading = Instant::now();
+        let loaded = engine::load_modules(&engine, &bundle, &options.engine)?;
+        let origin = loaded
+            .iter()
+            .map(|(_, origin)| *origin)
+            .max()
+            .unwrap_or(ModuleOrigin::Precompiled);
+        let modules = bundle
+            .manifest
+            .modules
+            .iter()
+            .zip(&loaded)
+            .map(|(record, (module, _))| {
+                let memory_bytes = record
+                    .pool
+                    .memory_bytes
+                    .min(options.engine.max_memory_bytes);
+                PooledModule::link(
+                    &engine,
+                    &record.name,
+                    module,
+                    memory_bytes,
+                    record.pool.warm,
+                )
+            })
+            .collect::<Result<_>>()?;
+        drop(bundle.modules);
+        let load = loading.elapsed();
         Self::assemble(
             engine,
-            &module,
+            modules,
             bundle.manifest,
             bundle.authenticity,
             options,
-            verify,
-            load,
-            origin,
+            (verify, load, origin),
         )
     }
 
@@ -152,41 +176,50 @@ impl Runtime {
         options: RuntimeOptions,
     ) -> Result<Self> {
         let engine = engine::build_engine(&options.engine)?;
-        let loaded = Instant::now();
+        let loading = Instant::now();
         let module = Module::new(&engine, wasm)
             .map_err(|e| Error::Engine(format!("cannot compile {name}: {e:#}")))?;
-        let load = loaded.elapsed();
-        let digests = Digests::of_bytes(wasm);
+        let memory_bytes = options.engine.max_memory_bytes;
+        let pooled = PooledModule::link(&engine, name, &module, memory_bytes, 1)?;
+        let load = loading.elapsed();
         let entry = Entry {
             name: name.to_owned(),
             entry: name.to_owned(),
+            module: name.to_owned(),
+            export: None,
             description: format!("ad-hoc module {name}"),
             arguments: serde_json::json!({"type": "object"}),
             capabilities,
             limits: EntryLimits {
-                memory_bytes: 256 << 20,
+                memory_bytes: (256 << 20).min(memory_bytes),
                 timeout_ms: 60_000,
             },
             originals: Default::default(),
             native_fallback: None,
         };
         let manifest = Manifest {
-            format: crate::manifest::FORMAT_V1.to_owned(),
+            format: crate::manifest::FORMAT_V2.to_owned(),
             name: name.to_owned(),
-            megabinary: crate::manifest::Megabinary {
-                wasm: crate::manifest::FileRecord {
+            engine: engine::fingerprint(&engine),
+            wasmtime: crate::pack::WASMTIME_VERSION.to_owned(),
+            modules: vec![ModuleRecord {
+                name: name.to_owned(),
+                wasm: FileRecord {
                     file: format!("{name}.wasm"),
                     size: wasm.len() as u64,
-                    digests,
+                    digests: Digests::of_bytes(wasm),
                 },
-                cwasm: crate::manifest::FileRecord {
+                cwasm: FileRecord {
                     file: format!("{name}.cwasm"),
                     size: 0,
                     digests: Digests::of_bytes(b""),
                 },
-                engine: engine::fingerprint(&engine),
-                wasmtime: crate::pack::WASMTIME_VERSION.to_owned(),
-            },
+                pool: ModulePool {
+                    memory_bytes,
+                    warm: 1,
+                },
+                preinit: None,
+            }],
             entries: vec![entry],
         };
         let authenticity = Authenticity::Unverified {
@@ -194,29 +227,26 @@ impl Runtime {
         };
         Self::assemble(
             engine,
-            &module,
+            vec![pooled],
             manifest,
             authenticity,
             options,
-            Duration::ZERO,
-            load,
-            ModuleOrigin::Compiled,
+            (Duration::ZERO, load, ModuleOrigin::Compiled),
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The runtime of `modules`, linked already; `(verify, load, origin)` say how start-up
+    /// went so far.
     fn assemble(
         engine: Engine,
-        module: &Module,
+        modules: Vec<PooledModule>,
         manifest: Manifest,
         authenticity: Authenticity,
         options: RuntimeOptions,
-        verify: Duration,
-        load: Duration,
-        origin: ModuleOrigin,
+        (verify, load, origin): (Duration, Duration, ModuleOrigin),
     ) -> Result<Self> {
-        let (pool, linked, warm) = Pool::new(engine, module, &options.engine)?;
-        let wasm = WasmBackend::new(pool, &manifest.entries, options.mount_roots.clone());
+        let (pool, warm) = Pool::new(engine, modules, &options.engine)?;
+        let wasm = WasmBackend::new(pool, &manifest.entries, options.mount_roots.clone())?;
         let native = options.native.clone().map(NativeBackend::new).transpose()?;
         let capacity =
             std::num::NonZeroUsize::new(options.idempotency_capacity.max(1)).expect("non-zero");
@@ -234,7 +264,7 @@ impl Runtime {
             options,
             startup: StartupReport {
                 verify,
-                load: load + linked,
+                load,
                 warm,
                 origin,
             },

@@ -1,5 +1,5 @@
-//! The wasm backend: an entry of the megabinary, run in a fresh instance of the warm
-//! [`Pool`] with a WASI context of exactly what its capabilities grant (arguments, allowed
+//! The wasm backend: an entry of one of the bundle's modules, run in a fresh instance of
+//! the warm [`Pool`] with a WASI context of exactly what its capabilities grant (arguments, allowed
 //! environment variables, mounts), in-memory stdin and captured stdout and stderr.
 
 use wasmtime::Trap;
@@ -14,15 +14,18 @@ use crate::error::{Error, Result};
 use crate::manifest::Entry;
 use crate::mounts::{self, MountRoot};
 use crate::peer_access::AsPeer;
-use crate::pool::{GuestRun, Pool};
+use crate::pool::{EntryPoint, GuestRun, Pool};
 use crate::request::{Mount, Request};
 
 /// Guest path of the per-execution output directory.
 pub const OUT_DIR_GUEST: &str = "/run/megavisor/out";
 
-/// Entries of the megabinary, run on the pool.
+/// Entries of the bundle's modules, run on the pool.
 pub(crate) struct WasmBackend {
     pool: Pool,
+    /// Each entry's module (its index in the pool) and entry point, index-aligned with the
+    /// entries; `None` for an entry served natively.
+    entry_points: Vec<Option<(usize, EntryPoint)>>,
     /// Each entry's declared capabilities, compiled once: glob matching is on every call,
     /// compiling the globs would add a regex build to it. Index-aligned with the entries;
     /// an entry declaring an unsupported capability keeps its refusal here.
@@ -31,8 +34,10 @@ pub(crate) struct WasmBackend {
     mount_roots: Vec<MountRoot>,
 }
 
-/// A wasm call, checked: everything its WASI context needs.
+/// A wasm call, checked: what it runs and everything its WASI context needs.
 pub(crate) struct WasmPlan {
+    module: usize,
+    entry_point: EntryPoint,
     argv: Vec<String>,
     preopens: Vec<Preopen>,
     memory_bytes: u64,
@@ -49,16 +54,39 @@ struct Preopen {
 }
 
 impl WasmBackend {
-    pub(crate) fn new(pool: Pool, entries: &[Entry], mount_roots: Vec<MountRoot>) -> Self {
+    /// The backend for `entries` on `pool`; an entry whose module lacks its export (or
+    /// exports it with another type) fails the whole bundle here, before any call.
+    pub(crate) fn new(pool: Pool, entries: &[Entry], mount_roots: Vec<MountRoot>) -> Result<Self> {
         let declared_grants = entries
             .iter()
             .map(|e| Grant::new(&e.name, &e.capabilities, None))
             .collect();
-        WasmBackend {
+        let entry_points = entries
+            .iter()
+            .map(|entry| {
+                if entry.served_natively().is_some() {
+                    return Ok(None);
+                }
+                let (index, module) = pool
+                    .modules()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, m)| m.name == entry.module)
+                    .ok_or_else(|| {
+                        Error::Engine(format!(
+                            "entry {}: no module {:?} in the pool",
+                            entry.name, entry.module
+                        ))
+                    })?;
+                Ok(Some((index, module.entry_point(entry.export_name())?)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(WasmBackend {
             pool,
+            entry_points,
             declared_grants,
             mount_roots,
-        }
+        })
     }
 
     /// The pool, whose permits every call takes.
@@ -194,12 +222,17 @@ impl Backend for WasmBackend {
             .iter()
             .map(|mount| self.check_mount(entry, grant, mount, caller))
             .collect::<Result<_>>()?;
+        let (module, entry_point) = self.entry_points[index].ok_or_else(|| {
+            Error::Engine(format!("entry {} has no module to run it", entry.name))
+        })?;
         let memory_bytes = crate::admission::wasm_memory_limit(
             entry.limits.memory_bytes,
             request.limits.memory_bytes,
-            self.pool.max_memory_bytes(),
+            self.pool.modules()[module].memory_bytes,
         )?;
         Ok(WasmPlan {
+            module,
+            entry_point,
             argv,
             preopens,
             memory_bytes,
@@ -223,9 +256,14 @@ impl Backend for WasmBackend {
         let stdout = CaptureStream::new(call.output_bytes);
         let stderr = CaptureStream::new(call.output_bytes);
         let mut wasi = self.wasi(&plan, call, &stdout, &stderr)?;
-        let guest = self
-            .pool
-            .run(wasi.build_p1(), plan.memory_bytes, plan.fuel, call.stop)?;
+        let guest = self.pool.run(
+            plan.module,
+            plan.entry_point,
+            wasi.build_p1(),
+            plan.memory_bytes,
+            plan.fuel,
+            call.stop,
+        )?;
         let (exit_code, ending) = match &guest.outcome {
             Ok(()) => (0, Ending::Exited),
             Err(error) => match error.downcast_ref::<I32Exit>() {

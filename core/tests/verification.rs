@@ -38,14 +38,14 @@ fn untouched_bundle_opens_signed() {
 fn tampered_megabinary_is_refused_naming_file_and_digests() {
     let dir = common::copy_bundle("test-bundle");
     let manifest = manifest_of(dir.path());
-    let wasm = dir.path().join(&manifest.megabinary.wasm.file);
+    let wasm = dir.path().join(&manifest.modules[0].wasm.file);
     flip_last_byte(&wasm);
     let err = open(dir.path(), &common::policy());
     assert_eq!(err.kind(), ErrorKind::HashMismatch);
     let msg = err.to_string();
     assert!(msg.contains(&wasm.display().to_string()), "{msg}");
     assert!(
-        msg.contains(&manifest.megabinary.wasm.digests.sha256),
+        msg.contains(&manifest.modules[0].wasm.digests.sha256),
         "expected digest missing: {msg}"
     );
 }
@@ -54,7 +54,7 @@ fn tampered_megabinary_is_refused_naming_file_and_digests() {
 fn tampered_precompiled_module_is_refused_before_deserialization() {
     let dir = common::copy_bundle("test-bundle");
     let manifest = manifest_of(dir.path());
-    let cwasm = dir.path().join(&manifest.megabinary.cwasm.file);
+    let cwasm = dir.path().join(&manifest.modules[0].cwasm.file);
     flip_last_byte(&cwasm);
     let err = open(dir.path(), &common::policy());
     assert_eq!(err.kind(), ErrorKind::HashMismatch);
@@ -65,7 +65,7 @@ fn tampered_precompiled_module_is_refused_before_deserialization() {
 fn truncated_megabinary_is_a_size_mismatch() {
     let dir = common::copy_bundle("test-bundle");
     let manifest = manifest_of(dir.path());
-    let wasm = dir.path().join(&manifest.megabinary.wasm.file);
+    let wasm = dir.path().join(&manifest.modules[0].wasm.file);
     let bytes = std::fs::read(&wasm).unwrap();
     std::fs::write(&wasm, &bytes[..bytes.len() / 2]).unwrap();
     let err = open(dir.path(), &common::policy());
@@ -124,7 +124,7 @@ fn allow_unsigned_still_checks_file_digests() {
     let dir = common::copy_bundle("test-bundle");
     std::fs::remove_file(dir.path().join(SIGNATURE_FILE)).unwrap();
     let manifest = manifest_of(dir.path());
-    flip_last_byte(&dir.path().join(&manifest.megabinary.wasm.file));
+    flip_last_byte(&dir.path().join(&manifest.modules[0].wasm.file));
     let lax = TrustPolicy {
         keys: vec![],
         allow_unsigned: true,

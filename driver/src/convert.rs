@@ -192,10 +192,20 @@ pub fn wire_kind(kind: ErrorKind) -> proto::ErrorKind {
 /// The bundle's tools, as `ListTools` returns them.
 pub fn tool_list(runtime: &Runtime) -> proto::ToolList {
     let manifest = runtime.manifest();
+    let first = &manifest.modules[0].wasm.digests;
     proto::ToolList {
         bundle: manifest.name.clone(),
-        wasm_sha256: manifest.megabinary.wasm.digests.sha256.clone(),
-        wasm_blake3: manifest.megabinary.wasm.digests.blake3.clone(),
+        wasm_sha256: first.sha256.clone(),
+        wasm_blake3: first.blake3.clone(),
+        modules: manifest
+            .modules
+            .iter()
+            .map(|module| proto::Module {
+                name: module.name.clone(),
+                wasm_sha256: module.wasm.digests.sha256.clone(),
+                wasm_blake3: module.wasm.digests.blake3.clone(),
+            })
+            .collect(),
         tools: manifest
             .entries
             .iter()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use megavisor_core::pack::ModuleSource;
 pub use megavisor_core::policy::{parse_duration, parse_size};
 
 /// megavisor: microsecond tool calls from a verified, warm WebAssembly megabinary.
@@ -266,12 +267,19 @@ pub struct KeygenArgs {
 
 #[derive(Args)]
 pub struct PackArgs {
-    /// The megabinary.
-    #[arg(long, value_name = "FILE.wasm")]
-    pub wasm: PathBuf,
-    /// The entries file (JSON) describing its tools.
-    #[arg(long, value_name = "FILE")]
-    pub entries: PathBuf,
+    /// A module and its entries file (JSON) describing its tools; repeat for each module.
+    #[arg(long, value_name = "FILE.wasm:ENTRIES.json", value_parser = parse_module_source)]
+    pub module: Vec<ModuleSource>,
+    /// A bundle spec file (TOML) naming the bundle and its modules, instead of --module
+    /// and --name.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["module", "wasm", "entries"])]
+    pub spec: Option<PathBuf>,
+    /// One module (with --entries): the same as --module FILE.wasm:ENTRIES.json.
+    #[arg(long, value_name = "FILE.wasm", requires = "entries")]
+    pub wasm: Option<PathBuf>,
+    /// The entries file of --wasm.
+    #[arg(long, value_name = "FILE", requires = "wasm")]
+    pub entries: Option<PathBuf>,
     /// Secret key to sign the manifest with.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
@@ -281,6 +289,18 @@ pub struct PackArgs {
     /// Bundle name recorded in the manifest.
     #[arg(long, default_value = "default")]
     pub name: String,
+}
+
+/// `FILE.wasm:ENTRIES.json`, split at its last `:`.
+fn parse_module_source(value: &str) -> std::result::Result<ModuleSource, String> {
+    let (wasm, entries) = value
+        .rsplit_once(':')
+        .filter(|(wasm, entries)| !wasm.is_empty() && !entries.is_empty())
+        .ok_or_else(|| format!("{value:?} is not FILE.wasm:ENTRIES.json"))?;
+    Ok(ModuleSource {
+        wasm: wasm.into(),
+        entries: entries.into(),
+    })
 }
 
 #[derive(Args)]

@@ -20,7 +20,14 @@ use nix::unistd::Pid;
 #[test]
 fn readiness_line_reports_startup_timings_and_socket_is_private() {
     let supervisor = Supervisor::start(&bundle(), &[]);
-    for field in ["verify_ms=", "load_ms=", "warm_ms=", "tools=17", "socket="] {
+    for field in [
+        "verify_ms=",
+        "load_ms=",
+        "warm_ms=",
+        "modules=1",
+        "tools=17",
+        "socket=",
+    ] {
         assert!(
             supervisor.ready_line.contains(field),
             "{}",

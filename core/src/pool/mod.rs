@@ -1,5 +1,6 @@
-//! The warm pool: one pre-linked module, a fixed number of instance slots reserved up front
-//! by Wasmtime's pooling allocator, and the permits that bound how many calls use them.
+//! The warm pool: a bundle's modules, each pre-linked once, a fixed number of instance slots
+//! reserved up front by Wasmtime's pooling allocator and shared by every module, and the
+//! permits that bound how many calls use them.
 //!
 //! One slot's life, for one call:
 //!
@@ -9,7 +10,8 @@
 //!   instantiate InstancePre::instantiate: no linking, no compiling; the slot's memory
 //!               is mapped copy-on-write from the module's image, so only the pages the
 //!               guest touches are faulted in
-//!   run         `_start`, under the call's memory cap and its `Stop` (epoch ticks)
+//!   run         the entry's export (`_start`, or a reactor's function after its
+//!               `_initialize`), under the call's memory cap and its `Stop` (epoch ticks)
 //!   reset       dropping the store: the slot's dirty pages are reset (PAGEMAP_SCAN
 //!               where the kernel has it), the first KEEP_RESIDENT_BYTES by memset so the
 //!               next call finds them resident; then the permit is released
@@ -17,26 +19,23 @@
 //!
 //! Nothing of one call survives into the next: every call gets a fresh instance.
 
+mod module;
 mod slots;
 mod store;
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{
-    Enabled, Engine, InstancePre, Linker, Module, ModuleExport, PoolingAllocationConfig, Store,
-    UpdateDeadline,
-};
+use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
-use wasmtime_wasi::p1::{self, WasiP1Ctx};
+use wasmtime_wasi::p1::WasiP1Ctx;
 
+pub(crate) use module::{EntryPoint, PooledModule};
 pub(crate) use slots::{Permit, Slots};
 pub(crate) use store::GuestState;
 
 use crate::engine::EngineOptions;
 use crate::epoch::{EpochTicker, Stop, Stopped};
 use crate::error::{Error, Result};
-use crate::sleep;
-use store::wasi_of;
 
 /// Bytes of each slot reset by memset and kept resident. Measured with the default
 /// megabinary (128 KiB stack): 256 KiB gave `true` p50 16.0 µs; 512 KiB 17.6 µs (more memset
@@ -44,7 +43,7 @@ use store::wasi_of;
 const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 
 /// The pooling allocator's configuration for `options`: one slot per call that may run at
-/// once, plus one for the start-up warm-up instance.
+/// once, plus one for a start-up warm-up instance.
 pub(crate) fn allocation(options: &EngineOptions) -> PoolingAllocationConfig {
     let slots = options.max_concurrency + 1;
     let mut pool = PoolingAllocationConfig::default();
@@ -64,21 +63,21 @@ pub(crate) fn allocation(options: &EngineOptions) -> PoolingAllocationConfig {
     pool
 }
 
-/// A module pre-linked against WASI, and the slots its calls run in.
+/// The modules, pre-linked against WASI, and the slots their calls run in.
 pub(crate) struct Pool {
     engine: Engine,
-    pre: InstancePre<GuestState>,
-    start: ModuleExport,
+    modules: Vec<PooledModule>,
     slots: Slots,
     ticker: EpochTicker,
     /// The engine meters fuel, so every store is given some.
     fuel: bool,
-    max_memory_bytes: u64,
+    /// Instance slots of the pooling allocator.
+    total_slots: u32,
 }
 
 /// How one guest's run went.
 pub(crate) struct GuestRun {
-    /// `_start`'s result: `Ok`, an `I32Exit`, a trap or a host error.
+    /// The entry point's result: `Ok`, an `I32Exit`, a trap or a host error.
     pub outcome: wasmtime::Result<()>,
     /// The size the guest asked for when it hit its memory cap, if it did.
     pub memory_exceeded: Option<u64>,
@@ -89,48 +88,55 @@ pub(crate) struct GuestRun {
 }
 
 impl Pool {
-    /// Links `module` (a WASI command) once, for every call, and warms one slot. Returns
-    /// the pool, the time linking took and the time warming took.
+    /// A pool of `modules` (each linked already) that warms each module's instances.
+    /// Returns the pool and the time warming took.
     pub(crate) fn new(
         engine: Engine,
-        module: &Module,
+        modules: Vec<PooledModule>,
         options: &EngineOptions,
-    ) -> Result<(Self, Duration, Duration)> {
-        let linking = Instant::now();
-        let pre = link(&engine, module)?;
-        let start = module.get_export_index("_start").ok_or_else(|| {
-            Error::Engine("megabinary has no _start export (is it a WASI command?)".to_owned())
-        })?;
-        let linked = linking.elapsed();
+    ) -> Result<(Self, Duration)> {
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| Error::io("epoch thread", "spawn", e))?;
         let pool = Pool {
             engine,
-            pre,
-            start,
+            modules,
             slots: Slots::new(options.max_concurrency),
             ticker,
             fuel: options.fuel,
-            max_memory_bytes: options.max_memory_bytes,
+            total_slots: options.max_concurrency + 1,
         };
         let warming = Instant::now();
-        pool.warm()?;
-        Ok((pool, linked, warming.elapsed()))
+        for module in &pool.modules {
+            pool.warm(module)?;
+        }
+        Ok((pool, warming.elapsed()))
     }
 
-    /// Instantiates once so the first caller does not pay for mapping the pool slot and the
-    /// memory image.
-    fn warm(&self) -> Result<()> {
-        let state = GuestState::new(
-            wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
-            self.max_memory_bytes,
-            None,
-        );
-        let mut store = self.store(state, None)?;
-        self.pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Engine(format!("warm-up instantiation failed: {e:#}")))?;
+    /// Makes a module's warm instances at once (as many as the pool has slots), so its
+    /// first callers do not pay for mapping their slots and its memory image.
+    fn warm(&self, module: &PooledModule) -> Result<()> {
+        let mut held = Vec::new();
+        for _ in 0..module.warm.min(self.total_slots) {
+            let state = GuestState::new(
+                wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+                module.memory_bytes,
+                None,
+            );
+            let mut store = self.store(state, None)?;
+            module.pre.instantiate(&mut store).map_err(|e| {
+                Error::Engine(format!(
+                    "warm-up instantiation of module {} failed: {e:#}",
+                    module.name
+                ))
+            })?;
+            held.push(store);
+        }
         Ok(())
+    }
+
+    /// The pooled modules, in the manifest's order.
+    pub(crate) fn modules(&self) -> &[PooledModule] {
+        &self.modules
     }
 
     /// Takes a permit to run a call (wasm or native), unless the call must stop first.
@@ -138,14 +144,12 @@ impl Pool {
         self.slots.acquire(stop)
     }
 
-    /// The largest memory any call may have.
-    pub(crate) fn max_memory_bytes(&self) -> u64 {
-        self.max_memory_bytes
-    }
-
-    /// Runs one fresh instance with `wasi` until `_start` returns or `stop` says so.
+    /// Runs one fresh instance of module `module` with `wasi`, from `entry` until it
+    /// returns or `stop` says so.
     pub(crate) fn run(
         &self,
+        module: usize,
+        entry: EntryPoint,
         wasi: WasiP1Ctx,
         memory_bytes: u64,
         fuel: Option<u64>,
@@ -167,14 +171,27 @@ impl Pool {
             }
         });
         let in_flight = self.ticker.enter();
-        let instance = self.pre.instantiate(&mut store);
+        let instance = self.modules[module].pre.instantiate(&mut store);
         let instantiated = Instant::now();
         let outcome = instance.and_then(|instance| {
-            let start = instance
-                .get_module_export(&mut store, &self.start)
-                .and_then(|e| e.into_func())
-                .ok_or_else(|| wasmtime::format_err!("_start is not a function"))?;
-            start.typed::<(), ()>(&store)?.call(&mut store, ())
+            let mut func = |export| {
+                instance
+                    .get_module_export(&mut store, &export)
+                    .and_then(|e| e.into_func())
+                    .ok_or_else(|| wasmtime::format_err!("entry point is not a function"))
+            };
+            let initialize = entry.initialize.map(&mut func).transpose()?;
+            let function = func(entry.function)?;
+            if let Some(initialize) = initialize {
+                initialize.typed::<(), ()>(&store)?.call(&mut store, ())?;
+            }
+            if !entry.returns_status {
+                return function.typed::<(), ()>(&store)?.call(&mut store, ());
+            }
+            match function.typed::<(), i32>(&store)?.call(&mut store, ())? {
+                0 => Ok(()),
+                status => Err(I32Exit(status & 0xff).into()),
+            }
         });
         let ran = Instant::now();
         drop(in_flight);
@@ -205,32 +222,4 @@ impl Pool {
         }
         Ok(store)
     }
-}
-
-/// Links WASI preview 1, with a `proc_exit` that passes every status and a `poll_oneoff`
-/// that stops at the call's end, and pre-instantiates `module` against it.
-fn link(engine: &Engine, module: &Module) -> Result<InstancePre<GuestState>> {
-    let mut linker: Linker<GuestState> = Linker::new(engine);
-    p1::add_to_linker_sync(&mut linker, wasi_of)
-        .map_err(|e| Error::Engine(format!("cannot link WASI: {e:#}")))?;
-    // WASI's own proc_exit turns statuses of 126 and above into a trap; a process may
-    // exit with any status up to 255, as on Unix (and only its low byte counts).
-    linker.allow_shadowing(true);
-    linker
-        .func_wrap(
-            "wasi_snapshot_preview1",
-            "proc_exit",
-            |status: u32| -> wasmtime::Result<()> { Err(I32Exit((status & 0xff) as i32).into()) },
-        )
-        .map_err(|e| Error::Engine(format!("cannot link proc_exit: {e:#}")))?;
-    linker.allow_shadowing(false);
-    let mut wasi = Linker::new(engine);
-    p1::add_to_linker_sync(&mut wasi, wasi_of)
-        .and_then(|()| sleep::link(&mut linker, wasi))
-        .map_err(|e| Error::Engine(format!("cannot link poll_oneoff: {e:#}")))?;
-    linker.instantiate_pre(module).map_err(|e| {
-        Error::Engine(format!(
-            "megabinary imports something this runtime does not provide: {e:#}"
-        ))
-    })
 }

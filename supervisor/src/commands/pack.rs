@@ -1,5 +1,5 @@
-//! `megavisor pack`: megabinary + entries file + key → a signed bundle, with progress on
-//! stderr while Cranelift compiles.
+//! `megavisor pack`: modules + their entries files (or a bundle spec file) + key → a signed
+//! bundle, with progress on stderr while modules are pre-initialized and compiled.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,18 +8,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use megavisor_core::pack::{PackEvent, PackSpec, pack};
-use megavisor_core::{EngineOptions, ManifestSigner, Result};
+use megavisor_core::pack::{BundleSpec, ModuleSource, PackEvent, PackSpec, pack};
+use megavisor_core::{EngineOptions, Error, ManifestSigner, Result};
 
 use crate::args::PackArgs;
 use crate::render::outln;
 
 pub fn run(args: PackArgs) -> Result<ExitCode> {
     let signer = ManifestSigner::load(&args.key)?;
+    let (name, modules) = match (&args.spec, &args.wasm, &args.entries) {
+        (Some(spec), _, _) => {
+            let spec = BundleSpec::load(spec)?;
+            (spec.name, spec.modules)
+        }
+        (None, Some(wasm), Some(entries)) => {
+            let mut modules = vec![ModuleSource {
+                wasm: wasm.clone(),
+                entries: entries.clone(),
+            }];
+            modules.extend(args.module.iter().cloned());
+            (args.name.clone(), modules)
+        }
+        _ => (args.name.clone(), args.module.clone()),
+    };
+    if modules.is_empty() {
+        return Err(Error::BadRequest(
+            "pack needs --module FILE.wasm:ENTRIES.json (or --spec FILE)".to_owned(),
+        ));
+    }
     let spec = PackSpec {
-        wasm: &args.wasm,
-        entries: &args.entries,
-        name: &args.name,
+        modules: &modules,
+        name: &name,
         out_dir: &args.out,
         engine: &EngineOptions::default(),
     };
@@ -28,8 +47,13 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         PackEvent::HashingOriginals => {
             eprintln!("pack: hashing native originals named by the entries")
         }
-        PackEvent::Compiling { wasm_bytes } => spinner = Some(Spinner::start(wasm_bytes)),
-        PackEvent::Compiled { cwasm_bytes } => {
+        PackEvent::Preinitializing { module, function } => {
+            eprintln!("pack: pre-initializing module {module} by running {function}")
+        }
+        PackEvent::Compiling { module, wasm_bytes } => {
+            spinner = Some(Spinner::start(module, wasm_bytes))
+        }
+        PackEvent::Compiled { cwasm_bytes, .. } => {
             if let Some(s) = spinner.take() {
                 s.stop(cwasm_bytes);
             }
@@ -41,9 +65,10 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
     }
     let manifest = manifest?;
     outln!(
-        "bundle {:?} written to {}: {} entries",
+        "bundle {:?} written to {}: {} modules, {} entries",
         manifest.name,
         args.out.display(),
+        manifest.modules.len(),
         manifest.entries.len()
     );
     Ok(ExitCode::SUCCESS)
@@ -57,7 +82,7 @@ struct Spinner {
 }
 
 impl Spinner {
-    fn start(wasm_bytes: u64) -> Self {
+    fn start(module: String, wasm_bytes: u64) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let flag = done.clone();
@@ -66,7 +91,7 @@ impl Spinner {
             let mut i = 0;
             while !flag.load(Ordering::Relaxed) {
                 eprint!(
-                    "\rpack: compiling {} KiB of wasm with Cranelift {} {:.1}s",
+                    "\rpack: compiling module {module} ({} KiB of wasm) with Cranelift {} {:.1}s",
                     wasm_bytes / 1024,
                     frames[i % frames.len()],
                     started.elapsed().as_secs_f64()

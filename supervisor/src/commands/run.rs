@@ -43,8 +43,8 @@ fn run_remote(socket: &Path, request: Request, as_json: bool) -> ExitCode {
     render::report(outcome, as_json)
 }
 
-/// Runs an ad-hoc module (`Runtime::adhoc`), outside the bundle. It must be the bundle's own
-/// megabinary (same digests) unless the operator passed --allow-unsigned; it is granted
+/// Runs an ad-hoc module (`Runtime::adhoc`), outside the bundle. It must be one of the
+/// bundle's own modules (same digests) unless the operator passed --allow-unsigned; it is granted
 /// exactly the mounts and environment on the command line.
 fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
     let wasm = std::fs::read(path).map_err(|e| Error::Io {
@@ -58,7 +58,7 @@ fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
             &bundle_dir(&args.bundle),
             &trust_policy(&args.bundle.trust)?,
         )?;
-        if bundle.manifest.megabinary.wasm.digests != digests {
+        if !bundle.manifest.modules.iter().any(|m| m.wasm.digests == digests) {
             return Err(Error::NotAllowed(format!(
                 "{} (sha256 {}) is not in the manifest; pass --allow-unsigned to run it anyway",
                 path.display(),

@@ -1,5 +1,5 @@
-//! `megavisor verify BUNDLE`: checks the signature and every file, and says whether the
-//! precompiled module fits this engine.
+//! `megavisor verify BUNDLE`: checks the signature and every file of every module, and says
+//! whether the precompiled modules fit this engine.
 
 use std::process::ExitCode;
 
@@ -20,17 +20,34 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
             outln!("signature: NOT VERIFIED, accepted by --allow-unsigned ({reason})")
         }
     }
-    for record in [&manifest.megabinary.wasm, &manifest.megabinary.cwasm] {
+    for module in &manifest.modules {
+        let entries = manifest.entries.iter().filter(|e| e.module == module.name);
+        let preinit = match &module.preinit {
+            Some(preinit) => format!(
+                ", pre-initialized by {} from sha256 {}",
+                preinit.function, preinit.source.sha256
+            ),
+            None => String::new(),
+        };
         outln!(
-            "{}: ok ({} bytes, sha256 {}, blake3 {})",
-            record.file,
-            record.size,
-            record.digests.sha256,
-            record.digests.blake3
+            "module {}: {} entries, {} MiB per instance, {} warm{preinit}",
+            module.name,
+            entries.count(),
+            module.pool.memory_bytes >> 20,
+            module.pool.warm
         );
+        for record in [&module.wasm, &module.cwasm] {
+            outln!(
+                "  {}: ok ({} bytes, sha256 {}, blake3 {})",
+                record.file,
+                record.size,
+                record.digests.sha256,
+                record.digests.blake3
+            );
+        }
     }
     let this_engine = engine::fingerprint(&engine::build_engine(&EngineOptions::default())?);
-    let fits = manifest.megabinary.engine == this_engine;
+    let fits = manifest.engine == this_engine;
     outln!(
         "precompiled for this engine: {}",
         if fits {

@@ -22,7 +22,7 @@ use megavisor_driver::convert;
 use megavisor_grpc::ERROR_KIND_TRAILER;
 use megavisor_grpc::v1::runtime_driver_server::{RuntimeDriver, RuntimeDriverServer};
 use megavisor_grpc::v1::{
-    Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, ResourceUsage, Timings, Tool,
+    Bundle, DiscoverReply, ExecuteReply, ExecuteRequest, Module, ResourceUsage, Timings, Tool,
 };
 use megavisor_wire::proto::{self, call};
 use serde_json::{Map, Value};
@@ -192,9 +192,18 @@ impl RuntimeDriver for DriverService {
             features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
             bundle: Some(Bundle {
                 name: manifest.name.clone(),
-                wasm_sha256: manifest.megabinary.wasm.digests.sha256.clone(),
-                wasm_blake3: manifest.megabinary.wasm.digests.blake3.clone(),
+                wasm_sha256: manifest.modules[0].wasm.digests.sha256.clone(),
+                wasm_blake3: manifest.modules[0].wasm.digests.blake3.clone(),
                 signed_by,
+                modules: manifest
+                    .modules
+                    .iter()
+                    .map(|module| Module {
+                        name: module.name.clone(),
+                        wasm_sha256: module.wasm.digests.sha256.clone(),
+                        wasm_blake3: module.wasm.digests.blake3.clone(),
+                    })
+                    .collect(),
             }),
             tools: manifest.entries.iter().map(tool).collect(),
         }))

@@ -164,9 +164,10 @@ fn announce_ready(shared: &Shared, args: &ServeArgs, startup: &StartupReport) {
         None => String::new(),
     };
     println!(
-        "megavisor ready: socket={}{grpc} bundle={} tools={} verify_ms={:.2} load_ms={:.2} warm_ms={:.2} module={:?} guest_threads={} pid={}",
+        "megavisor ready: socket={}{grpc} bundle={} modules={} tools={} verify_ms={:.2} load_ms={:.2} warm_ms={:.2} module={:?} guest_threads={} pid={}",
         shared.config.socket.display(),
         bundle_dir(&args.bundle).display(),
+        runtime.manifest().modules.len(),
         runtime.entries().len(),
         ms(startup.verify),
         ms(startup.load),
