@@ -196,6 +196,10 @@ pub struct InvokeArgs {
     /// Print the whole result as JSON instead of passing stdout and stderr through.
     #[arg(long)]
     pub json: bool,
+    /// The tool's arguments as a JSON object, checked against its schema and rendered as
+    /// it says, instead of ARGS; may also follow TOOL (`run js --params '{"code": "1+1"}'`).
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
 }
 
 #[derive(Args)]

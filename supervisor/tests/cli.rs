@@ -53,6 +53,24 @@ fn stdin_and_exit_codes_pass_through() {
 }
 
 #[test]
+fn params_are_rendered_through_the_tool_schema_before_or_after_it() {
+    let params = r#"{"lines": true, "stdin": "a\nb\n"}"#;
+    for args in [
+        ["run", "--params", params, "wc"],
+        ["run", "wc", "--params", params],
+    ] {
+        let out = megavisor(&args, b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "2");
+    }
+    let out = megavisor(&["run", "wc", "--params", r#"{"shell": "rm"}"#], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unknown argument \"shell\""));
+    let out = megavisor(&["run", "--params", "{}", "wc", "-l"], b"");
+    assert!(text(&out.stderr).contains("either ARGS or --params"));
+}
+
+#[test]
 fn json_prints_the_whole_result() {
     let out = megavisor(
         &["run", "--json", "--exec-id", "cli-json-1", "echo", "hi"],

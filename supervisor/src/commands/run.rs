@@ -18,25 +18,69 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(module) = &args.module {
         return run_module(module, &args);
     }
-    let Some((tool, tool_args)) = args.command.split_first() else {
+    let Some((tool, mut tool_args)) = args.command.split_first() else {
         return Err(Error::BadRequest(
             "name a tool to run (see `megavisor tools`)".to_owned(),
         ));
     };
+    let mut params = args.invoke.params.clone();
+    // `run TOOL --params JSON`: the trailing arguments swallow a flag after TOOL.
+    if let [flag, json] = tool_args
+        && flag == "--params"
+        && params.is_none()
+    {
+        params = Some(json.clone());
+        tool_args = &[];
+    }
+    if params.is_some() && !tool_args.is_empty() {
+        return Err(Error::BadRequest(
+            "pass either ARGS or --params, not both".to_owned(),
+        ));
+    }
     let mut request = build_request(tool, tool_args, &args.invoke)?;
     if args.native {
         request.tool = ToolRef::Native(tool.into());
     }
     if let Some(socket) = &args.socket {
-        return Ok(run_remote(socket, request, args.invoke.json));
+        return Ok(run_remote(socket, request, params, args.invoke.json));
     }
     let runtime = open_runtime(&args.bundle)?;
+    if let Some(json) = &params {
+        render_params(&runtime, &mut request, json)?;
+    }
     Ok(render::report(runtime.run(&request), args.invoke.json))
 }
 
-/// Runs the request on the supervisor listening at `socket`, over the shared-memory ring.
-fn run_remote(socket: &Path, request: Request, as_json: bool) -> ExitCode {
-    let call = Call::from(convert::call(request));
+/// Renders JSON `params` into the request's argv and stdin through its entry's schema.
+fn render_params(runtime: &Runtime, request: &mut Request, json: &str) -> Result<()> {
+    let ToolRef::Name(name) = &request.tool else {
+        return Err(Error::BadRequest(
+            "--params needs a tool of the bundle, not a native binary".to_owned(),
+        ));
+    };
+    let entry = runtime
+        .manifest()
+        .entry(name)
+        .ok_or_else(|| Error::ToolNotFound {
+            name: name.clone(),
+            available: runtime.manifest().entry_names(),
+        })?;
+    let params = serde_json::from_str(json)
+        .map_err(|e| Error::BadRequest(format!("--params is not JSON: {e}")))?;
+    let rendered = entry.render_arguments(&params)?;
+    request.args = rendered.args;
+    if let Some(stdin) = rendered.stdin {
+        request.stdin = stdin;
+    }
+    Ok(())
+}
+
+/// Runs the request on the supervisor listening at `socket`, over the shared-memory ring;
+/// the supervisor renders `params` through the tool's schema.
+fn run_remote(socket: &Path, request: Request, params: Option<String>, as_json: bool) -> ExitCode {
+    let mut call = convert::call(request);
+    call.params_json = params.unwrap_or_default();
+    let call = Call::from(call);
     let outcome = Client::connect(socket)
         .and_then(|client| client.call(&call))
         .map(convert::output_from_wire);
@@ -58,7 +102,12 @@ fn run_module(path: &Path, args: &RunArgs) -> Result<ExitCode> {
             &bundle_dir(&args.bundle),
             &trust_policy(&args.bundle.trust)?,
         )?;
-        if !bundle.manifest.modules.iter().any(|m| m.wasm.digests == digests) {
+        if !bundle
+            .manifest
+            .modules
+            .iter()
+            .any(|m| m.wasm.digests == digests)
+        {
             return Err(Error::NotAllowed(format!(
                 "{} (sha256 {}) is not in the manifest; pass --allow-unsigned to run it anyway",
                 path.display(),
