@@ -42,6 +42,12 @@ impl Default for EngineOptions {
     }
 }
 
+/// Native stack one call's wasm may use. An interpreter compiled to wasm (QuickJS, CPython)
+/// spends about 1 KiB of it per level of guest recursion, so Wasmtime's default 512 KiB
+/// stopped JavaScript at a depth of 500; 1 MiB still fits, with the host's own frames, in
+/// the 2 MiB stack of a default Rust thread, on which embedded calls may run.
+const WASM_STACK_BYTES: usize = 1 << 20;
+
 /// Builds the engine: Cranelift, the pool's allocator (see [`crate::pool`]), copy-on-write
 /// memory images, epoch interruption, and no wasm backtraces (capturing one costs
 /// microseconds per trap or exit).
@@ -54,6 +60,7 @@ pub fn build_engine(options: &EngineOptions) -> Result<Engine> {
         .memory_init_cow(true)
         .epoch_interruption(true)
         .consume_fuel(options.fuel)
+        .max_wasm_stack(WASM_STACK_BYTES)
         .wasm_backtrace_max_frames(None);
     Engine::new(&config).map_err(|e| Error::Engine(format!("cannot build engine: {e:#}")))
 }

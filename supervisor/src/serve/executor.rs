@@ -23,6 +23,10 @@ use super::seccomp::GuestFilter;
 /// thread off the CPU.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
+/// Stack of a guest thread: room beyond the engine's wasm stack limit for the host's frames
+/// (WASI calls, the epoch callback), which the default 2 MiB of a Rust thread leaves thin.
+const GUEST_THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// One unit of guest work: a call that runs with its permit (dropping it when the engine is
 /// done, then replying), or, when its end comes while it waits, answers for itself without
 /// running.
@@ -102,6 +106,7 @@ impl Executor {
             let ready = ready_tx.clone();
             std::thread::Builder::new()
                 .name(format!("mv-guest-{n}"))
+                .stack_size(GUEST_THREAD_STACK_BYTES)
                 .spawn(move || {
                     let installed = filter.install_on_current_thread();
                     let failed = installed.is_err();
