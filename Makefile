@@ -31,7 +31,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
@@ -41,8 +41,11 @@ $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
 	$(MEGAVISOR) keygen --out $(KEY)
 
-$(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm guest/megabin/entries.json
+# The default bundle: the C tools, and JavaScript pre-initialized.
+$(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm \
+		guest/megabin/entries.json guest/js/entries.json
 	$(MEGAVISOR) pack --module $(BUILD)/guest/megabin.wasm:guest/megabin/entries.json \
+		--module $(BUILD)/guest/js.wasm:guest/js/entries.json \
 		--key $(KEY) --out $(BUNDLE) --name default
 
 # The test bundle holds three modules: the busybox-style test tools, and one reactor
@@ -88,6 +91,8 @@ demo: setup c-lib
 	@$(MEGAVISOR) run calc '2^10 + (3 * 4) / 8'
 	@echo '$$ printf "hello" | megavisor run sha256sum'
 	@printf 'hello' | $(MEGAVISOR) run sha256sum
+	@echo '$$ megavisor run js --params '"'"'{"code": "[1,2,3].map(x => x * 2)"}'"'"
+	@$(MEGAVISOR) run js --params '{"code": "[1,2,3].map(x => x * 2)"}'
 	@echo '$$ megavisor exec /usr/bin/wc -c   (the native wc, recognised by its hash)'
 	@printf 'twelve bytes' | $(MEGAVISOR) exec /usr/bin/wc -c
 	@echo '$$ megavisor exec /bin/ls          (not in the manifest: EACCES, exit 126)'

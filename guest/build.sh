@@ -1,9 +1,9 @@
 #!/bin/sh
 # Builds the guest megabinaries with zig's bundled clang and wasi-libc:
 #   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
-# writes OUT_DIR/megabin.wasm (the default tools), and OUT_DIR/testbin.wasm and
-# OUT_DIR/reactor.wasm (for the tests). A binary newer than all of its sources (and this
-# script) is not rebuilt.
+# writes OUT_DIR/megabin.wasm (the default tools), OUT_DIR/js.wasm (JavaScript), and
+# OUT_DIR/testbin.wasm and OUT_DIR/reactor.wasm (for the tests). A binary newer than all of
+# its sources (and this script) is not rebuilt.
 set -eu
 
 guest_dir=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +44,28 @@ build() {
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
 }
 
+# build_js: the `js` tool, guest/js/js.c over QuickJS-ng's C sources (from the rquickjs-sys
+# crate, fetched by guest/sources.sh), as a reactor; pack pre-initializes it. QuickJS uses
+# the C library's allocator (it asks blocks for their usable size) and a 1 MiB stack.
+build_js() {
+    out=$out_dir/js.wasm
+    if [ -f "$out" ] &&
+        [ -z "$(find "$guest_dir/js" "$guest_dir/build.sh" "$guest_dir/sources" -newer "$out" \( -name '*.c' -o -name build.sh -o -name Cargo.lock \) -print)" ]; then
+        echo "up to date: $out"
+        return
+    fi
+    quickjs=$(sh "$guest_dir/sources.sh" rquickjs-sys)/quickjs
+    "$python" -m ziglang cc -target wasm32-wasi -std=gnu11 -O2 -s -mexec-model=reactor \
+        -D_GNU_SOURCE -D_WASI_EMULATED_SIGNAL -D_WASI_EMULATED_PROCESS_CLOCKS -w \
+        -Wl,-z,stack-size=1048576 -I"$quickjs" -o "$out.tmp" "$guest_dir/js/js.c" \
+        "$quickjs/quickjs.c" "$quickjs/libregexp.c" "$quickjs/libunicode.c" "$quickjs/dtoa.c" \
+        -lwasi-emulated-signal -lwasi-emulated-process-clocks
+    mv "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
+}
+
 build megabin
 build testbin
 # A reactor (exported functions, no main) for the tests of multi-module bundles.
 build reactor -mexec-model=reactor
+build_js

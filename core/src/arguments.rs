@@ -4,6 +4,8 @@
 //!
 //! - `{"flag": "-l"}` on a boolean: the flag is emitted when the value is `true`;
 //! - `{"option": "-n"}` on a string or number: emitted as `-n VALUE`;
+//! - `{"option": "--input", "json": true}` on a value of any JSON type: emitted as
+//!   `--input JSON`, the value in compact JSON;
 //! - `{"positional": K}` on a string, number or array of strings: emitted after all flags and
 //!   options, ordered by `K`, arrays expanded;
 //! - `{"stdin": true}` on a string: fed to the tool's stdin instead of argv.
@@ -61,7 +63,6 @@ impl Entry {
                     known.join(", ")
                 )));
             };
-            self.check_type(name, schema, value)?;
             let hint = schema
                 .get("x-argv")
                 .and_then(Value::as_object)
@@ -69,7 +70,14 @@ impl Entry {
                     file: self.name.clone().into(),
                     reason: format!("property {name:?} has no x-argv hint"),
                 })?;
-            if let Some(flag) = hint.get("flag").and_then(Value::as_str) {
+            let as_json = hint.get("json").and_then(Value::as_bool) == Some(true);
+            if !as_json {
+                self.check_type(name, schema, value)?;
+            }
+            if let (true, Some(option)) = (as_json, hint.get("option").and_then(Value::as_str)) {
+                rendered.args.push(option.to_owned());
+                rendered.args.push(value.to_string());
+            } else if let Some(flag) = hint.get("flag").and_then(Value::as_str) {
                 if value.as_bool() == Some(true) {
                     rendered.args.push(flag.to_owned());
                 }
@@ -190,6 +198,23 @@ mod tests {
             .render_arguments(&json!({"pattern": "p", "ignore_case": false}))
             .unwrap();
         assert_eq!(r.args, ["p"]);
+    }
+
+    #[test]
+    fn a_json_option_takes_any_value_as_compact_json() {
+        let mut entry = grep();
+        entry.arguments["properties"]["input"] =
+            json!({"x-argv": {"option": "--input", "json": true}});
+        for (input, rendered) in [
+            (json!({"a": [1, "x"]}), r#"{"a":[1,"x"]}"#),
+            (json!("text"), r#""text""#),
+            (json!(3.5), "3.5"),
+        ] {
+            let r = entry
+                .render_arguments(&json!({"pattern": "p", "input": input}))
+                .unwrap();
+            assert_eq!(r.args, ["--input", rendered, "p"]);
+        }
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Empty: this package only names the C sources the guest tools are built from.
