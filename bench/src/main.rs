@@ -4,6 +4,7 @@
 //! the machines are noisy and only ratios within one run mean anything.
 
 mod client;
+mod code;
 mod grpc;
 mod samples;
 mod soak;
@@ -122,6 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (samples, wall) = grpc::measure(supervisor.grpc_socket(), sizes.warmup, sizes.iterations)?;
     println!("{}", report("grpc/true", &samples, wall, Some(peer)));
+    code::run(&open_runtime(&bundle, &key)?, supervisor.socket(), &sizes)?;
     for program in &args.programs {
         let status = Command::new(program)
             .arg(supervisor.socket())
@@ -137,13 +139,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The engine in this process, no supervisor: the floor the supervisor cases build on.
-fn embedded_cases(
+/// The bundle loaded in this process, as the embedded cases use it.
+fn open_runtime(
     bundle: &std::path::Path,
     key: &std::path::Path,
-    sizes: &Sizes,
-    peer: (&str, f64),
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<Runtime, Box<dyn std::error::Error>> {
     let policy = TrustPolicy::from_key_files(&[key.to_owned()])?;
     let options = RuntimeOptions {
         engine: EngineOptions {
@@ -152,7 +152,17 @@ fn embedded_cases(
         },
         ..RuntimeOptions::default()
     };
-    let runtime = Runtime::open(bundle, &policy, options)?;
+    Ok(Runtime::open(bundle, &policy, options)?)
+}
+
+/// The engine in this process, no supervisor: the floor the supervisor cases build on.
+fn embedded_cases(
+    bundle: &std::path::Path,
+    key: &std::path::Path,
+    sizes: &Sizes,
+    peer: (&str, f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = open_runtime(bundle, key)?;
     for (case, request) in [
         ("embedded/true", Request::new("true")),
         (

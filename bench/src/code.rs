@@ -1,0 +1,175 @@
+//! The language entries: code a model wrote, run in a fresh pre-initialized instance per
+//! call, embedded and through the supervisor's ring, against the same code run by a new
+//! process of the language's own runtime, measured in the same run.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use megavisor_client::{Call, Client};
+use megavisor_core::{Request, Runtime};
+use serde_json::{Value, json};
+
+use crate::Sizes;
+use crate::samples::{Samples, report};
+
+/// One code case: the tool's params, and the peer process, whose stdout the tool must print
+/// too.
+struct CodeCase {
+    case: &'static str,
+    tool: &'static str,
+    params: Value,
+    /// The peer: a program and its arguments, given `stdin`.
+    peer: (&'static str, Vec<String>),
+    stdin: Vec<u8>,
+}
+
+/// A JSON document of about 10 KB: 100 records, for the `*/code/json` cases.
+fn records() -> Value {
+    let records: Vec<Value> = (0..100)
+        .map(|i| {
+            let tags = &["alpha", "beta", "gamma"][..(i % 3 + 1)];
+            json!({
+                "id": i,
+                "name": format!("item-{i:03}"),
+                "score": (i * 37) % 101,
+                "tags": tags,
+                "active": i % 2 == 0,
+            })
+        })
+        .collect();
+    Value::Array(records)
+}
+
+/// Summarizes `input` (the records): count, mean score, best name, active count.
+const JS_SUMMARY: &str = "({n: input.length, mean: input.reduce((a, r) => a + r.score, 0) / input.length, \
+    best: input.reduce((a, r) => r.score > a.score ? r : a).name, active: input.filter(r => r.active).length})";
+
+fn cases() -> Vec<CodeCase> {
+    let records = records();
+    vec![
+        CodeCase {
+            case: "js/code/expr",
+            tool: "js",
+            params: json!({"code": "[1,2,3].map(x=>x*2)"}),
+            peer: (
+                "node",
+                vec![
+                    "-e".into(),
+                    "console.log(JSON.stringify([1,2,3].map(x=>x*2)))".into(),
+                ],
+            ),
+            stdin: Vec::new(),
+        },
+        CodeCase {
+            case: "js/code/json",
+            tool: "js",
+            params: json!({"code": JS_SUMMARY, "input": records}),
+            peer: (
+                "node",
+                vec![
+                    "-e".into(),
+                    format!(
+                        "const input = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log(JSON.stringify({JS_SUMMARY}))"
+                    ),
+                ],
+            ),
+            stdin: records.to_string().into_bytes(),
+        },
+    ]
+}
+
+/// Runs `peer` once with `stdin` and returns its stdout.
+fn run_peer((program, args): &(&str, Vec<String>), stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("peer reads its stdin");
+    let out = child.wait_with_output().expect("peer runs");
+    assert!(out.status.success(), "{program} failed");
+    out.stdout
+}
+
+/// Every code case whose tool the bundle has, embedded and on the ring of the supervisor
+/// at `socket`, each beside its peer process.
+pub fn run(
+    runtime: &Runtime,
+    socket: &Path,
+    sizes: &Sizes,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::connect(socket)?;
+    for case in cases() {
+        let Some(entry) = runtime.manifest().entry(case.tool) else {
+            println!(
+                "{}",
+                json!({"case": case.case, "skipped": format!("the bundle has no {} tool", case.tool)})
+            );
+            continue;
+        };
+        let expected = String::from_utf8(run_peer(&case.peer, &case.stdin))?;
+        let spawns = (sizes.spawns / 10).max(10);
+        let (samples, wall) = Samples::collect(spawns, || {
+            run_peer(&case.peer, &case.stdin);
+        });
+        let peer_case = format!("{}/{}-process", case.case, case.peer.0);
+        let peer_line = report(&peer_case, &samples, wall, None);
+        println!("{peer_line}");
+        let peer = (
+            peer_case.as_str(),
+            peer_line["p50_us"].as_f64().expect("a number"),
+        );
+
+        let embedded = || {
+            let rendered = entry
+                .render_arguments(&case.params)
+                .expect("params fit the schema");
+            let out = runtime
+                .run(&Request::new(case.tool).args(rendered.args))
+                .expect("the call succeeds");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                expected,
+                "{}",
+                case.case
+            );
+        };
+        let iterations = sizes.iterations / 10;
+        Samples::collect(sizes.warmup / 10, embedded);
+        let (samples, wall) = Samples::collect(iterations, embedded);
+        println!(
+            "{}",
+            report(
+                &format!("{}/embedded", case.case),
+                &samples,
+                wall,
+                Some(peer)
+            )
+        );
+
+        let call = Call::new(case.tool).params_json(case.params.to_string());
+        let connected = || {
+            let out = client.call(&call).expect("the call succeeds");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                expected,
+                "{}",
+                case.case
+            );
+        };
+        Samples::collect(sizes.warmup / 10, connected);
+        let (samples, wall) = Samples::collect(iterations, connected);
+        println!(
+            "{}",
+            report(&format!("{}/ring", case.case), &samples, wall, Some(peer))
+        );
+    }
+    Ok(())
+}
