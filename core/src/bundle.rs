@@ -32,6 +32,8 @@ pub struct ModuleFiles {
     pub wasm: Vec<u8>,
     /// The `.cwasm` bytes.
     pub cwasm: Vec<u8>,
+    /// The data files' bytes, in the manifest's order.
+    pub data: Vec<Vec<u8>>,
 }
 
 impl VerifiedBundle {
@@ -62,6 +64,12 @@ impl VerifiedBundle {
                 Ok(ModuleFiles {
                     wasm: read_verified(dir, &module.wasm)?,
                     cwasm: read_verified(dir, &module.cwasm)?,
+                    data: module
+                        .data
+                        .iter()
+                        .flat_map(|d| &d.files)
+                        .map(|record| read_verified(dir, record))
+                        .collect::<Result<_>>()?,
                 })
             })
             .collect::<Result<_>>()?;

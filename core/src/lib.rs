@@ -42,6 +42,7 @@ pub mod bundle;
 pub mod caller;
 pub mod capability;
 mod capture;
+mod data;
 pub mod digest;
 pub mod engine;
 mod epoch;

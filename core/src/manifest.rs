@@ -77,6 +77,21 @@ pub struct ModuleRecord {
     /// How the module was pre-initialized at pack time, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preinit: Option<Preinit>,
+    /// Files of the bundle its instances see, read-only, at one guest directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataMount>,
+}
+
+/// Files of the bundle mounted read-only into every instance of a module (a language's
+/// standard library, say). They are verified with the rest of the bundle, and the runtime
+/// mounts private copies of the verified bytes, so nothing can change them under a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataMount {
+    /// Absolute guest directory the files appear in, under their own names.
+    pub guest: String,
+    /// The files.
+    pub files: Vec<FileRecord>,
 }
 
 /// Pool settings of one module.
@@ -222,6 +237,19 @@ pub struct ModuleSettings {
     /// An export to run once at pack time and snapshot into the module
     /// ([`Preinit::function`]), e.g. `wizer.initialize`.
     pub preinit: Option<String>,
+    /// Files beside the `.wasm` to mount into its instances ([`DataMount`]); they are
+    /// mounted for the pre-initialization too.
+    pub data: Option<DataSettings>,
+}
+
+/// The data section of an entries file's module.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// [`DataMount::guest`].
+    pub guest: String,
+    /// Names of files in the `.wasm` file's directory.
+    pub files: Vec<String>,
 }
 
 impl EntriesFile {
@@ -240,6 +268,12 @@ impl EntriesFile {
         }
         if self.module.memory_bytes == Some(0) {
             return Err("module memory_bytes must be greater than zero".to_owned());
+        }
+        if let Some(data) = &self.module.data {
+            validate_guest_dir(&data.guest)?;
+            for file in &data.files {
+                validate_file_name(file)?;
+            }
         }
         if let Some(entry) = self.entries.iter().find(|e| !e.module.is_empty()) {
             return Err(format!(
@@ -326,7 +360,11 @@ impl Manifest {
                     module.name
                 ));
             }
-            for record in [&module.wasm, &module.cwasm] {
+            let data = module.data.iter().flat_map(|d| &d.files);
+            if let Some(mount) = &module.data {
+                validate_guest_dir(&mount.guest)?;
+            }
+            for record in [&module.wasm, &module.cwasm].into_iter().chain(data) {
                 validate_file_name(&record.file)?;
                 if !files.insert(record.file.as_str()) {
                     return Err(format!("file {} is named twice", record.file));
@@ -359,6 +397,21 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+/// A data mount's guest directory: absolute, without `.`, `..` or empty components.
+fn validate_guest_dir(path: &str) -> Result<(), String> {
+    let plain = path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    });
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "data guest directory {path:?} must be absolute, without '.', '..' or empty components"
+        ))
     }
 }
 

@@ -11,8 +11,8 @@ use crate::digest::Digests;
 use crate::engine::{self, EngineOptions};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    EntriesFile, FORMAT_V2, FileRecord, MANIFEST_FILE, Manifest, ModulePool, ModuleRecord, Preinit,
-    SIGNATURE_FILE,
+    DataMount, DataSettings, EntriesFile, FORMAT_V2, FileRecord, MANIFEST_FILE, Manifest,
+    ModulePool, ModuleRecord, Preinit, SIGNATURE_FILE,
 };
 use crate::preinit;
 use crate::signing::ManifestSigner;
@@ -112,6 +112,8 @@ struct PackedModule {
     record: ModuleRecord,
     wasm: Vec<u8>,
     cwasm: Vec<u8>,
+    /// The data files' bytes, in the order of the record's.
+    data: Vec<Vec<u8>>,
 }
 
 /// Packs and signs a bundle, reporting progress through `progress`.
@@ -155,6 +157,7 @@ pub fn pack(
     for ((source, file), name) in sources.iter().zip(names) {
         let original =
             std::fs::read(&source.wasm).map_err(|e| Error::io(&source.wasm, "read", e))?;
+        let data = read_data(&source.wasm, file.module.data.as_ref())?;
         let (wasm, preinit) = match &file.module.preinit {
             None => (original, None),
             Some(function) => {
@@ -162,7 +165,12 @@ pub fn pack(
                     module: name.clone(),
                     function: function.clone(),
                 });
-                let wasm = preinit::snapshot(&engine, &name, &original, function)?;
+                let mounted = data.as_ref().map(DataFiles::stage).transpose()?;
+                let mount = mounted
+                    .as_ref()
+                    .zip(data.as_ref())
+                    .map(|(dir, data)| (dir.path(), data.guest.as_str()));
+                let wasm = preinit::snapshot(&engine, &name, &original, function, mount)?;
                 let record = Preinit {
                     function: function.clone(),
                     source: Digests::of_bytes(&original),
@@ -208,9 +216,20 @@ pub fn pack(
                 name,
                 pool,
                 preinit,
+                data: data.as_ref().map(|data| DataMount {
+                    guest: data.guest.clone(),
+                    files: data
+                        .files
+                        .iter()
+                        .map(|(file, bytes)| record(file.clone(), bytes))
+                        .collect(),
+                }),
             },
             wasm,
             cwasm,
+            data: data
+                .map(|data| data.files.into_iter().map(|(_, bytes)| bytes).collect())
+                .unwrap_or_default(),
         });
     }
 
@@ -230,6 +249,10 @@ pub fn pack(
     for module in &packed {
         write_atomic(&spec.out_dir.join(&module.record.wasm.file), &module.wasm)?;
         write_atomic(&spec.out_dir.join(&module.record.cwasm.file), &module.cwasm)?;
+        let records = module.record.data.iter().flat_map(|d| &d.files);
+        for (record, bytes) in records.zip(&module.data) {
+            write_atomic(&spec.out_dir.join(&record.file), bytes)?;
+        }
     }
     write_atomic(&spec.out_dir.join(MANIFEST_FILE), &manifest_bytes)?;
     write_atomic(
@@ -240,6 +263,44 @@ pub fn pack(
         key_id: signer.public().id(),
     });
     Ok(manifest)
+}
+
+/// A module's data files, read from beside its `.wasm`.
+struct DataFiles {
+    guest: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl DataFiles {
+    /// A private directory holding just these files, to mount for pre-initialization.
+    fn stage(&self) -> Result<tempfile::TempDir> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("data directory", "create", e))?;
+        for (file, bytes) in &self.files {
+            let path = dir.path().join(file);
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, "write", e))?;
+        }
+        Ok(dir)
+    }
+}
+
+fn read_data(wasm: &Path, settings: Option<&DataSettings>) -> Result<Option<DataFiles>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let dir = wasm.parent().unwrap_or(Path::new("."));
+    let files = settings
+        .files
+        .iter()
+        .map(|file| {
+            let path = dir.join(file);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+            Ok((file.clone(), bytes))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(DataFiles {
+        guest: settings.guest.clone(),
+        files,
+    }))
 }
 
 /// Adds the digests of the entry's originals present on this machine.

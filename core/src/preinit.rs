@@ -3,11 +3,14 @@
 //! the module as data by `wasmtime-wizer`. Every instance of the result then starts from
 //! that state, through the pool's copy-on-write memory image, instead of rebuilding it.
 //!
-//! The function runs with no arguments, no environment, no files and no stdin; what it
-//! prints to stderr is shown, so a failing initializer explains itself.
+//! The function runs with no arguments, no environment and no stdin, and sees no files but
+//! the module's data mount, read-only; what it prints is shown, so a failing initializer
+//! explains itself.
 
+use std::path::Path;
 use wasmtime::{Engine, Instance, Module, Store};
-use wasmtime_wasi::WasiCtxBuilder;
+
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
 use crate::error::{Error, Result};
@@ -23,6 +26,7 @@ pub(crate) fn snapshot(
     name: &str,
     wasm: &[u8],
     function: &str,
+    data: Option<(&Path, &str)>,
 ) -> Result<Vec<u8>> {
     let failed = |what: &str, e: wasmtime::Error| {
         Error::Engine(format!(
@@ -36,7 +40,13 @@ pub(crate) fn snapshot(
         .map_err(|e| failed("instrumenting", e))?;
     let module = Module::new(engine, &instrumented).map_err(|e| failed("compiling", e))?;
     let linked = PooledModule::link(engine, name, &module, PREINIT_MEMORY_BYTES, 0)?;
-    let wasi = WasiCtxBuilder::new().inherit_stderr().build_p1();
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdout().inherit_stderr();
+    if let Some((host, guest)) = data {
+        wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+            .map_err(|e| failed("mounting its data", e))?;
+    }
+    let wasi = wasi.build_p1();
     let mut store = Store::new(engine, GuestState::new(wasi, PREINIT_MEMORY_BYTES, None));
     store.limiter(|s| &mut s.memory);
     // No ticker runs here: without a deadline this far away, the first epoch check traps.

@@ -13,6 +13,7 @@ use crate::backend::{self, Backend, Call};
 use crate::bundle::VerifiedBundle;
 use crate::caller::{Caller, Credentials, Identity};
 use crate::capability::Capability;
+use crate::data::DataDir;
 use crate::digest::Digests;
 use crate::engine::{self, EngineOptions, ModuleOrigin};
 use crate::epoch::Stop;
@@ -154,11 +155,24 @@ impl Runtime {
                 )
             })
             .collect::<Result<_>>()?;
+        let data = bundle
+            .manifest
+            .modules
+            .iter()
+            .zip(&bundle.modules)
+            .map(|(record, files)| {
+                record
+                    .data
+                    .as_ref()
+                    .map(|mount| DataDir::materialize(mount, &files.data))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         drop(bundle.modules);
         let load = loading.elapsed();
         Self::assemble(
             engine,
-            modules,
+            (modules, data),
             bundle.manifest,
             bundle.authenticity,
             options,
@@ -219,6 +233,7 @@ impl Runtime {
                     warm: 1,
                 },
                 preinit: None,
+                data: None,
             }],
             entries: vec![entry],
         };
@@ -227,7 +242,7 @@ impl Runtime {
         };
         Self::assemble(
             engine,
-            vec![pooled],
+            (vec![pooled], vec![None]),
             manifest,
             authenticity,
             options,
@@ -235,18 +250,18 @@ impl Runtime {
         )
     }
 
-    /// The runtime of `modules`, linked already; `(verify, load, origin)` say how start-up
-    /// went so far.
+    /// The runtime of `modules`, linked already, with their data mounts; `(verify, load,
+    /// origin)` say how start-up went so far.
     fn assemble(
         engine: Engine,
-        modules: Vec<PooledModule>,
+        (modules, data): (Vec<PooledModule>, Vec<Option<DataDir>>),
         manifest: Manifest,
         authenticity: Authenticity,
         options: RuntimeOptions,
         (verify, load, origin): (Duration, Duration, ModuleOrigin),
     ) -> Result<Self> {
         let (pool, warm) = Pool::new(engine, modules, &options.engine)?;
-        let wasm = WasmBackend::new(pool, &manifest.entries, options.mount_roots.clone())?;
+        let wasm = WasmBackend::new(pool, &manifest.entries, options.mount_roots.clone(), data)?;
         let native = options.native.clone().map(NativeBackend::new).transpose()?;
         let capacity =
             std::num::NonZeroUsize::new(options.idempotency_capacity.max(1)).expect("non-zero");

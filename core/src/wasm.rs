@@ -10,6 +10,7 @@ use crate::backend::{Backend, Call, Ending, Ran};
 use crate::caller::{Caller, Credentials, Identity};
 use crate::capability::{Access, Grant};
 use crate::capture::CaptureStream;
+use crate::data::DataDir;
 use crate::error::{Error, Result};
 use crate::manifest::Entry;
 use crate::mounts::{self, MountRoot};
@@ -32,6 +33,8 @@ pub(crate) struct WasmBackend {
     declared_grants: Vec<Result<Grant>>,
     /// Host directories under which a peer's mounts may lie.
     mount_roots: Vec<MountRoot>,
+    /// Each pool module's data mount, if it has one.
+    data: Vec<Option<DataDir>>,
 }
 
 /// A wasm call, checked: what it runs and everything its WASI context needs.
@@ -56,7 +59,12 @@ struct Preopen {
 impl WasmBackend {
     /// The backend for `entries` on `pool`; an entry whose module lacks its export (or
     /// exports it with another type) fails the whole bundle here, before any call.
-    pub(crate) fn new(pool: Pool, entries: &[Entry], mount_roots: Vec<MountRoot>) -> Result<Self> {
+    pub(crate) fn new(
+        pool: Pool,
+        entries: &[Entry],
+        mount_roots: Vec<MountRoot>,
+        data: Vec<Option<DataDir>>,
+    ) -> Result<Self> {
         let declared_grants = entries
             .iter()
             .map(|e| Grant::new(&e.name, &e.capabilities, None))
@@ -86,6 +94,7 @@ impl WasmBackend {
             entry_points,
             declared_grants,
             mount_roots,
+            data,
         })
     }
 
@@ -96,13 +105,18 @@ impl WasmBackend {
 
     fn check_mount(
         &self,
+        index: usize,
         entry: &Entry,
         grant: &Grant,
         mount: &Mount,
         caller: &Caller,
     ) -> Result<Preopen> {
         let guest = normalize_guest_path(&mount.guest)?;
-        if guest == OUT_DIR_GUEST || guest.starts_with(&format!("{OUT_DIR_GUEST}/")) {
+        let data = self.entry_points[index].and_then(|(module, _)| self.data[module].as_ref());
+        if guest == OUT_DIR_GUEST
+            || guest.starts_with(&format!("{OUT_DIR_GUEST}/"))
+            || data.is_some_and(|data| data.covers(&guest))
+        {
             return Err(Error::BadRequest(format!(
                 "mount point {guest} is reserved for the runtime"
             )));
@@ -155,6 +169,12 @@ impl WasmBackend {
             .stdin(MemoryInputPipe::new(call.request.stdin.clone()))
             .stdout(stdout.clone())
             .stderr(stderr.clone());
+        if let Some(data) = &self.data[plan.module] {
+            wasi.preopened_dir(data.host(), data.guest(), FsPerms::ReadOnly)
+                .map_err(|e| {
+                    Error::Engine(format!("cannot mount data at {}: {e:#}", data.guest()))
+                })?;
+        }
         let out_dir = call.out_dir.as_ref().map(|host| Preopen {
             host: host.clone(),
             guest: OUT_DIR_GUEST.to_owned(),
@@ -220,7 +240,7 @@ impl Backend for WasmBackend {
         let preopens = request
             .mounts
             .iter()
-            .map(|mount| self.check_mount(entry, grant, mount, caller))
+            .map(|mount| self.check_mount(index, entry, grant, mount, caller))
             .collect::<Result<_>>()?;
         let (module, entry_point) = self.entry_points[index].ok_or_else(|| {
             Error::Engine(format!("entry {} has no module to run it", entry.name))

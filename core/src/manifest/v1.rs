@@ -78,6 +78,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Manifest, String> {
                 warm: 1,
             },
             preinit: None,
+            data: None,
         }],
         entries,
     })
