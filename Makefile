@@ -31,7 +31,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
@@ -41,11 +41,13 @@ $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
 	$(MEGAVISOR) keygen --out $(KEY)
 
-# The default bundle: the C tools, and JavaScript pre-initialized.
+# The default bundle: the C tools, and JavaScript and Python pre-initialized.
 $(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm \
-		guest/megabin/entries.json guest/js/entries.json
+		$(BUILD)/guest/python.wasm guest/megabin/entries.json guest/js/entries.json \
+		guest/python/entries.json
 	$(MEGAVISOR) pack --module $(BUILD)/guest/megabin.wasm:guest/megabin/entries.json \
 		--module $(BUILD)/guest/js.wasm:guest/js/entries.json \
+		--module $(BUILD)/guest/python.wasm:guest/python/entries.json \
 		--key $(KEY) --out $(BUNDLE) --name default
 
 # The test bundle holds three modules: the busybox-style test tools, and one reactor
@@ -93,6 +95,8 @@ demo: setup c-lib
 	@printf 'hello' | $(MEGAVISOR) run sha256sum
 	@echo '$$ megavisor run js --params '"'"'{"code": "[1,2,3].map(x => x * 2)"}'"'"
 	@$(MEGAVISOR) run js --params '{"code": "[1,2,3].map(x => x * 2)"}'
+	@echo '$$ megavisor run python --params '"'"'{"code": "import statistics; print(statistics.mean([1,2,3]))"}'"'"
+	@$(MEGAVISOR) run python --params '{"code": "import statistics; print(statistics.mean([1,2,3]))"}'
 	@echo '$$ megavisor exec /usr/bin/wc -c   (the native wc, recognised by its hash)'
 	@printf 'twelve bytes' | $(MEGAVISOR) exec /usr/bin/wc -c
 	@echo '$$ megavisor exec /bin/ls          (not in the manifest: EACCES, exit 126)'

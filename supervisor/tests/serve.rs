@@ -24,8 +24,8 @@ fn readiness_line_reports_startup_timings_and_socket_is_private() {
         "verify_ms=",
         "load_ms=",
         "warm_ms=",
-        "modules=2",
-        "tools=18",
+        "modules=3",
+        "tools=19",
         "socket=",
     ] {
         assert!(
