@@ -19,7 +19,7 @@ PY_PACKAGE   := bindings-python/python/megavisor
 NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
-.PHONY: setup demo test lint rust-test grpc-test grpc-go-test python-test node-test c-test header bench \
+.PHONY: setup demo test lint jq-peer rust-test grpc-test grpc-go-test python-test node-test c-test header bench \
 	bench-deps soak fuzz fuzz-seeds stage-bundle install install-test c-lib python-install python-venv-package node-package \
 	node-consumer clean
 
@@ -31,7 +31,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
@@ -41,13 +41,14 @@ $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
 	$(MEGAVISOR) keygen --out $(KEY)
 
-# The default bundle: the C tools, and JavaScript and Python pre-initialized.
+# The default bundle: the C tools, JavaScript and Python pre-initialized, and jq in Go.
 $(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm \
-		$(BUILD)/guest/python.wasm guest/megabin/entries.json guest/js/entries.json \
-		guest/python/entries.json
+		$(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm guest/megabin/entries.json \
+		guest/js/entries.json guest/python/entries.json guest/jq/entries.json
 	$(MEGAVISOR) pack --module $(BUILD)/guest/megabin.wasm:guest/megabin/entries.json \
 		--module $(BUILD)/guest/js.wasm:guest/js/entries.json \
 		--module $(BUILD)/guest/python.wasm:guest/python/entries.json \
+		--module $(BUILD)/guest/jq.wasm:guest/jq/entries.json \
 		--key $(KEY) --out $(BUNDLE) --name default
 
 # The test bundle holds three modules: the busybox-style test tools, and one reactor
@@ -118,7 +119,11 @@ lint:
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	$(PYTHON) workspace-hack/check.py
 
-rust-test: setup
+# Debian's jq, the peer of the jq tool's golden cases.
+jq-peer:
+	command -v jq >/dev/null || apt-get install -y jq
+
+rust-test: setup jq-peer
 	cargo test --release --locked --workspace
 
 # The Python packages the tests and benchmarks use, in a virtualenv of their own.

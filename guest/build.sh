@@ -2,7 +2,8 @@
 # Builds the guest megabinaries with zig's bundled clang and wasi-libc:
 #   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
 # writes OUT_DIR/megabin.wasm (the default tools), OUT_DIR/js.wasm (JavaScript),
-# OUT_DIR/python.wasm and python311.zip (Python), and OUT_DIR/testbin.wasm and
+# OUT_DIR/python.wasm and python311.zip (Python), OUT_DIR/jq.wasm (jq, in Go), and
+# OUT_DIR/testbin.wasm and
 # OUT_DIR/reactor.wasm (for the tests). A binary newer than all of
 # its sources (and this script) is not rebuilt.
 set -eu
@@ -17,6 +18,7 @@ if ! "$python" -m ziglang version >/dev/null 2>&1; then
     exit 1
 fi
 mkdir -p "$out_dir"
+out_dir=$(cd "$out_dir" && pwd)
 
 # build NAME [FLAG...]: compiles guest/NAME/*.c into OUT_DIR/NAME.wasm, with the extra
 # compiler flags given, unless it is up to date.
@@ -88,9 +90,29 @@ build_python() {
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes) and $out_dir/python311.zip"
 }
 
+# build_jq: the `jq` tool, guest/jq over gojq (fetched through the Go module proxy and
+# checked against guest/jq/go.sum), as a plain WASI command.
+build_jq() {
+    out=$out_dir/jq.wasm
+    if [ -f "$out" ] &&
+        [ -z "$(find "$guest_dir/jq" "$guest_dir/build.sh" -newer "$out" \( -name '*.go' -o -name go.sum -o -name build.sh \) -print)" ]; then
+        echo "up to date: $out"
+        return
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        echo "build.sh: Go is missing; the jq tool needs it (https://go.dev/dl)" >&2
+        exit 1
+    fi
+    (cd "$guest_dir/jq" && GOOS=wasip1 GOARCH=wasm GOFLAGS=-mod=readonly \
+        go build -trimpath -ldflags=-s -o "$out.tmp" .)
+    mv "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
+}
+
 build megabin
 build testbin
 # A reactor (exported functions, no main) for the tests of multi-module bundles.
 build reactor -mexec-model=reactor
 build_js
 build_python
+build_jq

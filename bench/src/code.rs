@@ -49,8 +49,14 @@ const JS_SUMMARY: &str = "({n: input.length, mean: input.reduce((a, r) => a + r.
 const PYTHON_SUMMARY: &str = "print(json.dumps({'n': len(input), 'mean': statistics.mean(r['score'] for r in input), \
     'best': max(input, key=lambda r: r['score'])['name'], 'active': sum(r['active'] for r in input)}))";
 
+/// The filter of `jq/4k`.
+const JQ_FILTER: &str =
+    "map(select(.active)) | {n: length, total: (map(.score) | add), names: map(.name)[:3]}";
+
 fn cases() -> Vec<CodeCase> {
     let records = records();
+    // About 4 KB of the records, for jq.
+    let four_k = Value::Array(records.as_array().expect("an array")[..40].to_vec()).to_string();
     vec![
         CodeCase {
             case: "js/code/expr",
@@ -79,6 +85,13 @@ fn cases() -> Vec<CodeCase> {
                 ],
             ),
             stdin: records.to_string().into_bytes(),
+        },
+        CodeCase {
+            case: "jq/4k",
+            tool: "jq",
+            params: json!({"filter": JQ_FILTER, "compact": true, "input": four_k}),
+            peer: ("jq", vec!["-S".into(), "-c".into(), JQ_FILTER.into()]),
+            stdin: four_k.clone().into_bytes(),
         },
         CodeCase {
             case: "python/code/print",
@@ -157,9 +170,9 @@ pub fn run(
             let rendered = entry
                 .render_arguments(&case.params)
                 .expect("params fit the schema");
-            let out = runtime
-                .run(&Request::new(case.tool).args(rendered.args))
-                .expect("the call succeeds");
+            let mut request = Request::new(case.tool).args(rendered.args);
+            request.stdin = rendered.stdin.unwrap_or_default();
+            let out = runtime.run(&request).expect("the call succeeds");
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout),
                 expected,
