@@ -58,6 +58,8 @@ export interface RunOptions {
   executionId?: string;
   /** Arguments as an object, rendered to argv and stdin through the tool's schema. */
   params?: Record<string, unknown>;
+  /** Host directories the tool sees, each `HOST:GUEST[:ro|:rw]` (read-only without a mode). */
+  mounts?: string[];
   /**
    * Gives up on the call when it aborts (`run` only): the promise rejects with the signal's
    * reason at once, and the tool is stopped within a few milliseconds.

@@ -60,7 +60,7 @@ function settle(outcome) {
 function nativeOptions(options) {
   if (options === undefined || options === null) return undefined;
   if (typeof options !== 'object') throw new TypeError('options must be an object');
-  const { stdin, env, timeout, memory, executionId, params, signal } = options;
+  const { stdin, env, timeout, memory, executionId, params, mounts, signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError('options.signal must be an AbortSignal');
   }
@@ -71,6 +71,7 @@ function nativeOptions(options) {
     memory,
     executionId,
     paramsJson: params === undefined || params === null ? undefined : JSON.stringify(params),
+    mounts,
   };
 }
 

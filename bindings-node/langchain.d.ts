@@ -1,5 +1,14 @@
 import type { StructuredToolInterface } from '@langchain/core/tools';
 import type { Driver } from './index';
 
-/** The driver's tools (or those in `names`, in that order) as LangChain tools. */
-export function tools(driver: Driver, names?: string[]): StructuredToolInterface[];
+/** Options of `tools`. */
+export interface ToolsOptions {
+  /** Host directories every call of a tool that may read files sees, each `HOST:GUEST[:ro|:rw]`. */
+  mounts?: string[];
+}
+
+/**
+ * The driver's tools (or those in `names`, in that order) as LangChain tools, among them the
+ * code-execution tools `python` and `js`.
+ */
+export function tools(driver: Driver, names?: string[], options?: ToolsOptions): StructuredToolInterface[];

@@ -24,12 +24,12 @@ function schemaForModels(schema) {
   );
 }
 
-function asLangchainTool(driver, info) {
+function asLangchainTool(driver, info, mounts) {
   return langchainTool(
     async (params) => {
       let result;
       try {
-        result = await driver.run(info.name, [], { params });
+        result = await driver.run(info.name, [], { params, mounts });
       } catch (err) {
         if (err instanceof MegavisorError) {
           return [`Error: ${info.name}: ${err.message} (${err.kind})`, err.partial];
@@ -51,13 +51,22 @@ function asLangchainTool(driver, info) {
   );
 }
 
-/** The driver's tools (or those in `names`, in that order) as LangChain tools. */
-function tools(driver, names) {
+/**
+ * The driver's tools (or those in `names`, in that order) as LangChain tools; every call of
+ * a tool that may read files (an `fs:` capability) sees `options.mounts`
+ * (`HOST:GUEST[:ro|:rw]`), e.g. the files the `python` code tool should read.
+ */
+function tools(driver, names, options = {}) {
+  const { mounts } = options;
   const available = new Map(driver.tools().map((info) => [info.name, info]));
-  if (names === undefined) return [...available.values()].map((info) => asLangchainTool(driver, info));
-  const missing = names.filter((name) => !available.has(name));
+  const chosen = names === undefined ? [...available.keys()] : names;
+  const missing = chosen.filter((name) => !available.has(name));
   if (missing.length > 0) throw new Error(`no such megavisor tools: ${missing.join(', ')}`);
-  return names.map((name) => asLangchainTool(driver, available.get(name)));
+  return chosen.map((name) => {
+    const info = available.get(name);
+    const readsFiles = info.capabilities.some((capability) => capability.startsWith('fs:'));
+    return asLangchainTool(driver, info, readsFiles ? mounts : undefined);
+  });
 }
 
 module.exports = { tools };

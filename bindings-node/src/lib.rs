@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub execution_id: Option<String>,
     /// Arguments as JSON, rendered to argv and stdin through the tool's schema.
     pub params_json: Option<String>,
+    /// Host directories to mount, each `HOST:GUEST[:ro|:rw]` (read-only without a mode).
+    pub mounts: Option<Vec<String>>,
 }
 
 /// Which native tools an embedded driver may run (as plain processes; the sandbox is the
@@ -284,6 +286,9 @@ fn call(
     }
     if let Some(json) = options.params_json {
         call = call.params_json(json);
+    }
+    for spec in options.mounts.unwrap_or_default() {
+        call = megavisor_driver::with_mount(call, &spec)?;
     }
     Ok(call)
 }

@@ -8,6 +8,9 @@ const { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } = require('@langc
 const { FakeStreamingChatModel, FakeListChatModel } = require('@langchain/core/utils/testing');
 const { StateGraph, MessagesAnnotation, START, END } = require('@langchain/langgraph');
 const { ToolNode, toolsCondition } = require('@langchain/langgraph/prebuilt');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const megavisor = require('megavisor');
 const { tools } = require('megavisor/langchain');
 const { startSupervisor } = require('./helpers.js');
@@ -42,7 +45,7 @@ for (const mode of ['embedded', 'connected']) {
     let supervisor;
     let driver;
     before(async () => {
-      supervisor = await startSupervisor(megavisor.DEFAULT_BUNDLE);
+      supervisor = await startSupervisor(megavisor.DEFAULT_BUNDLE, ['--mount-root', os.tmpdir()]);
       driver = mode === 'embedded' ? megavisor.embedded() : megavisor.connect(supervisor.socket);
     });
     after(() => supervisor.stop());
@@ -68,6 +71,39 @@ for (const mode of ['embedded', 'connected']) {
       assert.match(replies.get('call-bad-calc').content, /calc exited with status/);
       assert.ok(AIMessage.isInstance(state.messages.at(-1)));
       assert.equal(state.messages.at(-1).content, 'done');
+    });
+
+    test('a model answers from a mounted CSV with the code tools', async () => {
+      const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mv-csv-'));
+      fs.writeFileSync(path.join(data, 'sales.csv'), 'region,units\nnorth,12\nsouth,30\neast,7\n');
+      const code = [
+        'import csv',
+        "rows = list(csv.DictReader(open('/data/sales.csv')))",
+        "best = max(rows, key=lambda r: int(r['units']))",
+        "print(best['region'], sum(int(r['units']) for r in rows))",
+      ].join('\n');
+      const calls = [
+        { name: 'python', args: { code }, id: 'call-python', type: 'tool_call' },
+        { name: 'js', args: { code: 'input.filter(r => r.units > 10).length', input: [{ units: 12 }, { units: 3 }] }, id: 'call-js', type: 'tool_call' },
+      ];
+      const caller = new FakeStreamingChatModel({ chunks: [new AIMessageChunk({ content: '', tool_calls: calls })] });
+      const finisher = new FakeListChatModel({ responses: ['south'] });
+      const agent = async (state) => {
+        const model = state.messages.some((m) => ToolMessage.isInstance(m)) ? finisher : caller;
+        return { messages: [await model.invoke(state.messages)] };
+      };
+      const app = new StateGraph(MessagesAnnotation)
+        .addNode('agent', agent)
+        .addNode('tools', new ToolNode(tools(driver, ['python', 'js'], { mounts: [`${data}:/data`] })))
+        .addEdge(START, 'agent')
+        .addConditionalEdges('agent', toolsCondition, ['tools', END])
+        .addEdge('tools', 'agent')
+        .compile();
+      const state = await app.invoke({ messages: [new HumanMessage('best region?')] });
+      const replies = new Map(state.messages.filter((m) => ToolMessage.isInstance(m)).map((m) => [m.tool_call_id, m]));
+      assert.equal(replies.get('call-python').content, 'south 49\n');
+      assert.equal(replies.get('call-js').content, '1\n');
+      fs.rmSync(data, { recursive: true });
     });
 
     test('unknown names are refused', () => {

@@ -16,7 +16,8 @@ async function typed(): Promise<void> {
   void ((e: MegavisorError) => e.code === 'CANCELLED');
   const list: Tool[] = driver.tools();
   const mode: 'embedded' | 'connected' = driver.mode;
-  void [code, out, total, sync, list, mode, tools(driver)];
+  await driver.run('python', [], { params: { code: 'print(1)' }, mounts: ['/srv/data:/data:ro'] });
+  void [code, out, total, sync, list, mode, tools(driver), tools(driver, ['python', 'js'], { mounts: ['/d:/data'] })];
   try {
     driver.runSync('nope');
   } catch (err) {
@@ -28,6 +29,8 @@ async function typed(): Promise<void> {
   }
   // @ts-expect-error: args are strings
   void driver.run('echo', [1]);
+  // @ts-expect-error: mounts are HOST:GUEST strings
+  void driver.run('python', [], { mounts: [{ host: '/d' }] });
   // @ts-expect-error: a signal is an AbortSignal
   void driver.run('spin', [], { signal: 100 });
   // @ts-expect-error: no such error code

@@ -97,7 +97,7 @@ impl Driver {
     /// Runs a tool and returns its `Result`; `params` (a dict) is rendered to argv and stdin
     /// through the tool's argument schema. Raises a `megavisor.MegavisorError` subclass
     /// when the call did not run to an exit.
-    #[pyo3(signature = (tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None))]
+    #[pyo3(signature = (tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn run(
         &self,
@@ -110,6 +110,7 @@ impl Driver {
         memory: Option<i64>,
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
+        mounts: Option<Vec<String>>,
     ) -> PyResult<RunResult> {
         let call = call(
             py,
@@ -121,6 +122,7 @@ impl Driver {
             memory,
             execution_id,
             params,
+            mounts,
         )?;
         match py.detach(|| self.inner.run(&call)) {
             Ok(output) => RunResult::new(py, output),
@@ -130,7 +132,7 @@ impl Driver {
 
     /// Starts a tool in the background; its result reaches `completions` under `token`.
     /// The returned `Pending` gives up on it.
-    #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None))]
+    #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn submit(
         &self,
@@ -145,6 +147,7 @@ impl Driver {
         memory: Option<i64>,
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
+        mounts: Option<Vec<String>>,
     ) -> PyResult<Pending> {
         let call = call(
             py,
@@ -156,6 +159,7 @@ impl Driver {
             memory,
             execution_id,
             params,
+            mounts,
         )?;
         let shared = completions.shared.clone();
         // Sending may wait for an in-flight permit on a saturated connection.
@@ -213,6 +217,7 @@ fn call(
     memory: Option<i64>,
     execution_id: Option<String>,
     params: Option<Bound<'_, PyAny>>,
+    mounts: Option<Vec<String>>,
 ) -> PyResult<Call> {
     let mut call = Call::of_tool(tool).args(args);
     if let Some(stdin) = stdin {
@@ -244,6 +249,9 @@ fn call(
     }
     if let Some(params) = params {
         call = call.params_json(json_dumps(&params)?);
+    }
+    for spec in mounts.into_iter().flatten() {
+        call = megavisor_driver::with_mount(call, &spec).map_err(|err| exception(py, &err))?;
     }
     Ok(call)
 }

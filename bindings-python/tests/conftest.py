@@ -58,8 +58,9 @@ class Supervisor:
 
 @pytest.fixture(scope="session")
 def supervisor() -> Iterator[Supervisor]:
-    """A supervisor on the default bundle, shared by the tests that only call tools."""
-    sup = Supervisor(BUILD / "bundle")
+    """A supervisor on the default bundle, shared by the tests that only call tools; its
+    peers may mount what lies in the temporary directory."""
+    sup = Supervisor(BUILD / "bundle", ["--mount-root", tempfile.gettempdir()])
     yield sup
     sup.stop()
 

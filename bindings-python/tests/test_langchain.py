@@ -89,3 +89,45 @@ def test_unknown_names_are_refused(driver: megavisor.Driver) -> None:
     with pytest.raises(ValueError, match="nope"):
         megavisor.langchain.tools(driver, ["echo", "nope"])
     assert [t.name for t in megavisor.langchain.tools(driver, ["wc", "echo"])] == ["wc", "echo"]
+
+
+CODE = """import csv
+rows = list(csv.DictReader(open('/data/sales.csv')))
+best = max(rows, key=lambda r: int(r['units']))
+print(best['region'], sum(int(r['units']) for r in rows))
+"""
+
+
+def test_a_model_answers_from_a_mounted_csv_with_the_python_tool(
+    driver: megavisor.Driver, tmp_path: Any
+) -> None:
+    (tmp_path / "sales.csv").write_text("region,units\nnorth,12\nsouth,30\neast,7\n")
+    calls = [
+        {"name": "python", "args": {"code": CODE}, "id": "call-python"},
+        {"name": "js", "args": {"code": "input.map(r => r.units).reduce((a, b) => a + b)",
+                                "input": [{"units": 12}, {"units": 30}]}, "id": "call-js"},
+    ]
+    model = GenericFakeChatModel(
+        messages=iter([AIMessage(content="", tool_calls=calls), AIMessage(content="south")])
+    )
+    tools = megavisor.langchain.tools(driver, ["python", "js"], mounts=[f"{tmp_path}:/data"])
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    state = builder.compile().invoke({"messages": [HumanMessage(content="best region?")]})
+    replies = {m.tool_call_id: m for m in state["messages"] if isinstance(m, ToolMessage)}
+    assert replies["call-python"].status == "success", replies["call-python"].content
+    assert replies["call-python"].content == "south 49\n"
+    assert replies["call-js"].content == "42\n"
+
+
+def test_code_that_fails_is_an_error_message_the_model_can_read(driver: megavisor.Driver) -> None:
+    (python,) = megavisor.langchain.tools(driver, ["python"])
+    message = python.invoke(
+        {"type": "tool_call", "name": "python", "id": "c1", "args": {"code": "1/0"}}
+    )
+    assert message.status == "error"
+    assert "ZeroDivisionError: division by zero" in message.content

@@ -70,6 +70,15 @@ impl EmbeddedOptions {
     }
 }
 
+/// `call` with a mount given as `HOST:GUEST[:ro|:rw]` (read-only without a mode), as the
+/// CLI's `--mount` and every binding's `mounts` take it.
+pub fn with_mount(call: Call, spec: &str) -> Result<Call> {
+    let mount =
+        megavisor_core::Mount::parse(spec).map_err(|m| Error::new(ErrorKind::BadRequest, m))?;
+    let writable = mount.access == megavisor_core::Access::ReadWrite;
+    Ok(call.mount(mount.host.to_string_lossy(), mount.guest, writable))
+}
+
 /// The policy in the TOML file at `path`, or given inline as JSON (what a binding passes
 /// for a structure), else every default. Errors name the file (or `<inline>`) and the key.
 pub fn load_policy(path: Option<&Path>, inline_json: Option<&str>) -> Result<Policy> {

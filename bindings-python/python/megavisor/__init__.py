@@ -87,6 +87,7 @@ class Driver(_NativeDriver):
         memory: Optional[int] = None,
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
+        mounts: Optional[Sequence[str]] = None,
     ) -> Result:
         """Runs a tool without waiting for it on the event loop (see ``run``).
 
@@ -111,6 +112,7 @@ class Driver(_NativeDriver):
                 memory=memory,
                 execution_id=execution_id,
                 params=params,
+                mounts=list(mounts) if mounts is not None else None,
             )
         except BaseException:
             completions.discard(token)

@@ -137,12 +137,14 @@ class Driver:
         memory: Optional[int] = None,
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
+        mounts: Optional[Sequence[str]] = None,
     ) -> Result:
         """Runs a tool and waits for it with the GIL released.
 
         ``timeout`` is in seconds (millisecond resolution), ``memory`` in bytes; ``params`` (instead of ``args``) is
-        rendered to argv and stdin through the tool's argument schema. Raises a subclass of
-        ``MegavisorError`` when the call did not run to an exit.
+        rendered to argv and stdin through the tool's argument schema; ``mounts`` are host
+        directories the tool sees, each ``"HOST:GUEST[:ro|:rw]"`` (read-only without a mode).
+        Raises a subclass of ``MegavisorError`` when the call did not run to an exit.
         """
     def submit(
         self,
@@ -157,6 +159,7 @@ class Driver:
         memory: Optional[int] = None,
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
+        mounts: Optional[Sequence[str]] = None,
     ) -> Pending: ...
     def tools(self) -> List[Tool]: ...
 

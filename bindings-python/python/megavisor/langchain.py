@@ -26,8 +26,16 @@ from . import Driver, MegavisorError, Result, Tool
 __all__ = ["tools"]
 
 
-def tools(driver: Driver, names: Optional[Sequence[str]] = None) -> List[BaseTool]:
-    """The driver's tools (or those in ``names``, in that order) as LangChain tools."""
+def tools(
+    driver: Driver,
+    names: Optional[Sequence[str]] = None,
+    *,
+    mounts: Optional[Sequence[str]] = None,
+) -> List[BaseTool]:
+    """The driver's tools (or those in ``names``, in that order) as LangChain tools, among
+    them the code-execution tools ``python`` and ``js``. Every call of a tool that may read
+    files (an ``fs:`` capability) sees ``mounts`` (``"HOST:GUEST[:ro|:rw]"``), e.g. the files
+    the code should read."""
     available = {tool.name: tool for tool in driver.tools()}
     if names is None:
         chosen = list(available.values())
@@ -36,21 +44,25 @@ def tools(driver: Driver, names: Optional[Sequence[str]] = None) -> List[BaseToo
         if missing:
             raise ValueError(f"no such megavisor tools: {', '.join(missing)}")
         chosen = [available[name] for name in names]
-    return [_langchain_tool(driver, tool) for tool in chosen]
+    return [_langchain_tool(driver, tool, mounts if _reads_files(tool) else None) for tool in chosen]
 
 
-def _langchain_tool(driver: Driver, tool: Tool) -> BaseTool:
+def _reads_files(tool: Tool) -> bool:
+    return any(capability.startswith("fs:") for capability in tool.capabilities)
+
+
+def _langchain_tool(driver: Driver, tool: Tool, mounts: Optional[Sequence[str]]) -> BaseTool:
     name = tool.name
 
     def run(**params: Any) -> Tuple[str, Result]:
         try:
-            return _content(name, driver.run(name, params=params))
+            return _content(name, driver.run(name, params=params, mounts=mounts))
         except MegavisorError as err:
             raise ToolException(f"{name}: {err} ({err.kind})") from err
 
     async def arun(**params: Any) -> Tuple[str, Result]:
         try:
-            return _content(name, await driver.arun(name, params=params))
+            return _content(name, await driver.arun(name, params=params, mounts=mounts))
         except MegavisorError as err:
             raise ToolException(f"{name}: {err} ({err.kind})") from err
 
