@@ -99,10 +99,20 @@ def test_bad_request(test_driver: megavisor.Driver) -> None:
 def test_busy_when_the_supervisor_is_saturated(start_supervisor: Callable) -> None:
     sup = start_supervisor(TEST_BUNDLE, "--max-concurrency", "1", "--queue-depth", "0")
     client = megavisor.connect(sup.socket)
-    holder = threading.Thread(target=client.run, args=("spin", ["1500"]))
+
+    def hold() -> None:
+        # A probe may take the only slot first; then the holder is the one told busy.
+        while True:
+            try:
+                client.run("spin", ["2500"])
+                return
+            except megavisor.Busy:
+                time.sleep(0.01)
+
+    holder = threading.Thread(target=hold)
     holder.start()
     try:
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 2.0
         with pytest.raises(megavisor.Busy):
             while time.monotonic() < deadline:  # until the spin holds the only slot
                 megavisor.connect(sup.socket).run("spin", ["1"])
