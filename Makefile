@@ -31,7 +31,7 @@ $(BUILD)/.ziglang:
 	$(PYTHON) -m ziglang version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet ziglang
 	mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
+$(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm $(BUILD)/guest/sqlite.wasm $(BUILD)/guest/testbin.wasm $(BUILD)/guest/reactor.wasm &: $(BUILD)/.ziglang FORCE
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
@@ -41,14 +41,16 @@ $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
 	$(MEGAVISOR) keygen --out $(KEY)
 
-# The default bundle: the C tools, JavaScript and Python pre-initialized, and jq in Go.
+# The default bundle: the C tools, JavaScript and Python pre-initialized, jq in Go, SQLite.
 $(BUNDLE)/manifest.json: $(MEGAVISOR) $(KEY) $(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm \
-		$(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm guest/megabin/entries.json \
-		guest/js/entries.json guest/python/entries.json guest/jq/entries.json
+		$(BUILD)/guest/python.wasm $(BUILD)/guest/jq.wasm $(BUILD)/guest/sqlite.wasm \
+		guest/megabin/entries.json guest/js/entries.json guest/python/entries.json \
+		guest/jq/entries.json guest/sqlite/entries.json
 	$(MEGAVISOR) pack --module $(BUILD)/guest/megabin.wasm:guest/megabin/entries.json \
 		--module $(BUILD)/guest/js.wasm:guest/js/entries.json \
 		--module $(BUILD)/guest/python.wasm:guest/python/entries.json \
 		--module $(BUILD)/guest/jq.wasm:guest/jq/entries.json \
+		--module $(BUILD)/guest/sqlite.wasm:guest/sqlite/entries.json \
 		--key $(KEY) --out $(BUNDLE) --name default
 
 # The test bundle holds three modules: the busybox-style test tools, and one reactor

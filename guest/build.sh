@@ -2,8 +2,8 @@
 # Builds the guest megabinaries with zig's bundled clang and wasi-libc:
 #   guest/build.sh [OUT_DIR]      (default: build/guest under the repository root)
 # writes OUT_DIR/megabin.wasm (the default tools), OUT_DIR/js.wasm (JavaScript),
-# OUT_DIR/python.wasm and python311.zip (Python), OUT_DIR/jq.wasm (jq, in Go), and
-# OUT_DIR/testbin.wasm and
+# OUT_DIR/python.wasm and python311.zip (Python), OUT_DIR/jq.wasm (jq, in Go),
+# OUT_DIR/sqlite.wasm (SQLite), and OUT_DIR/testbin.wasm and
 # OUT_DIR/reactor.wasm (for the tests). A binary newer than all of
 # its sources (and this script) is not rebuilt.
 set -eu
@@ -109,6 +109,26 @@ build_jq() {
     echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
 }
 
+# build_sqlite: the `sqlite` tool, guest/sqlite/sqlite.c over SQLite's amalgamation and its
+# minimal VFS for WASI (no locking), both from the libsqlite3-sys crate (guest/sources.sh).
+build_sqlite() {
+    out=$out_dir/sqlite.wasm
+    if [ -f "$out" ] &&
+        [ -z "$(find "$guest_dir/sqlite" "$guest_dir/build.sh" "$guest_dir/sources" -newer "$out" \( -name '*.c' -o -name build.sh -o -name Cargo.lock \) -print)" ]; then
+        echo "up to date: $out"
+        return
+    fi
+    sqlite=$(sh "$guest_dir/sources.sh" libsqlite3-sys)/sqlite3
+    "$python" -m ziglang cc -target wasm32-wasi -O2 -s -w -DSQLITE_OS_OTHER=1 \
+        -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_WAL \
+        -DSQLITE_TEMP_STORE=3 -DSQLITE_DEFAULT_FOREIGN_KEYS=1 -DLONGDOUBLE_TYPE=double \
+        -D_WASI_EMULATED_GETPID -D_WASI_EMULATED_PROCESS_CLOCKS -I"$sqlite" -o "$out.tmp" \
+        "$guest_dir/sqlite/sqlite.c" "$sqlite/sqlite3.c" "$sqlite/wasm32-wasi-vfs.c" \
+        -lwasi-emulated-getpid -lwasi-emulated-process-clocks
+    mv "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out" | tr -d ' ') bytes)"
+}
+
 build megabin
 build testbin
 # A reactor (exported functions, no main) for the tests of multi-module bundles.
@@ -116,3 +136,4 @@ build reactor -mexec-model=reactor
 build_js
 build_python
 build_jq
+build_sqlite

@@ -24,8 +24,8 @@ fn readiness_line_reports_startup_timings_and_socket_is_private() {
         "verify_ms=",
         "load_ms=",
         "warm_ms=",
-        "modules=4",
-        "tools=20",
+        "modules=5",
+        "tools=21",
         "socket=",
     ] {
         assert!(

@@ -276,11 +276,11 @@ def test_discover_lists_everything_an_orchestrator_needs(default, stubs):
     assert "grpc" in reply.features and "wasm" in reply.features
     assert reply.bundle.name == "default" and len(reply.bundle.wasm_sha256) == 64
     modules = [module.name for module in reply.bundle.modules]
-    assert modules == ["megabin", "js", "python", "jq"]
+    assert modules == ["megabin", "js", "python", "jq", "sqlite"]
     assert reply.bundle.modules[0].wasm_sha256 == reply.bundle.wasm_sha256
     assert all(len(module.wasm_blake3) == 64 for module in reply.bundle.modules)
     tools = {tool.name: tool for tool in reply.tools}
-    assert len(tools) == 20 and {"js", "python", "jq"} <= tools.keys()
+    assert len(tools) == 21 and {"js", "python", "jq", "sqlite"} <= tools.keys()
     # Every tool is callable from Discover alone: render a call from each schema.
     for tool in tools.values():
         assert tool.description and tool.timeout_ms > 0 and tool.memory_bytes > 0
