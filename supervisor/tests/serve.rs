@@ -636,3 +636,13 @@ fn file_descriptors_a_client_passes_are_not_kept() {
         open_fds() <= before + 2
     });
 }
+
+#[test]
+fn a_refused_client_always_learns_why() {
+    // Refused before its hello is read: the answer must not be lost to a reset connection.
+    let refusing = Supervisor::start(&test_bundle(), &["--allow-uid", "4242"]);
+    for _ in 0..300 {
+        let err = Client::connect(&refusing.socket).err().expect("refused");
+        assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+    }
+}

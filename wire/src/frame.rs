@@ -234,6 +234,27 @@ pub fn discard_body(
     Ok(head)
 }
 
+/// Reads and discards what the peer still sends, up to `max_bytes`, until it hangs up or
+/// `deadline` passes. A Unix socket closed with unread data resets the connection, and its
+/// peer may then lose what was written to it last (a refusal, say) before reading it: a
+/// side that answers and hangs up first shuts down its writing half, then drains.
+pub fn drain_until_closed(socket: impl AsFd, max_bytes: usize, deadline: Instant) {
+    let fd = socket.as_fd();
+    let mut sink = [0u8; 4096];
+    let mut taken = 0;
+    while taken < max_bytes {
+        if wait_until_ready(fd, PollFlags::POLLIN, Some(deadline), "hang-up").is_err() {
+            return;
+        }
+        match nix::sys::socket::recv(fd.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(n) => taken += n,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
 /// Waits until `socket` is ready for `events`, or fails once `deadline` passes.
 fn wait_until_ready(
     socket: BorrowedFd<'_>,

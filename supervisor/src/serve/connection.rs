@@ -265,6 +265,10 @@ pub fn refuse(socket: &UnixStream, kind: proto::ErrorKind, message: &str) {
     };
     let deadline = Instant::now() + Duration::from_secs(1);
     let _ = frame::write_bytes_by(socket, &welcome.encode_to_vec(), &[], Some(deadline));
+    // Refused before its hello was read: closing on it would reset the connection, and the
+    // client could lose this answer and see only a lost connection.
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    frame::drain_until_closed(socket, HELLO_MAX_BYTES, deadline);
 }
 
 /// Reads `Hello`, applies the peer policy and limits, sets up the transport, and answers.
