@@ -78,6 +78,12 @@ typedef struct {
   // The arguments as a JSON object, rendered to argv and stdin through the tool's
   // schema, instead of `argv`; or NULL.
   const char *params_json;
+  // `mount_count` host directories the tool sees, each `HOST:GUEST[:ro|:rw]` (read-only
+  // without a mode; may be NULL when `mount_count` is 0), each allowed by one of the
+  // tool's `fs:` capabilities.
+  const char *const *mounts;
+  // Number of entries in `mounts`.
+  size_t mount_count;
 } driver_request_t;
 
 // How long a call took, in microseconds.

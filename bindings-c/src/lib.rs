@@ -89,6 +89,12 @@ pub struct DriverRequest {
     /// The arguments as a JSON object, rendered to argv and stdin through the tool's
     /// schema, instead of `argv`; or NULL.
     pub params_json: *const c_char,
+    /// `mount_count` host directories the tool sees, each `HOST:GUEST[:ro|:rw]` (read-only
+    /// without a mode; may be NULL when `mount_count` is 0), each allowed by one of the
+    /// tool's `fs:` capabilities.
+    pub mounts: *const *const c_char,
+    /// Number of entries in `mounts`.
+    pub mount_count: usize,
 }
 
 thread_local! {
@@ -568,6 +574,10 @@ unsafe fn call_from(request: &DriverRequest) -> Result<Call, StatusMessage> {
     if !request.params_json.is_null() {
         // SAFETY: a valid C string by the caller's contract.
         call = call.params_json(unsafe { text(request.params_json, "request.params_json") }?);
+    }
+    // SAFETY: `mounts` holds `mount_count` C strings by the caller's contract.
+    for spec in unsafe { strings(request.mounts, request.mount_count, "request.mounts") }? {
+        call = megavisor_driver::with_mount(call, spec).map_err(failed)?;
     }
     if request.stdin_len > 0 {
         if request.stdin.is_null() {

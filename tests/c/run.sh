@@ -27,7 +27,7 @@ serve() {
     exit 1
 }
 
-serve default "$build/bundle"
+serve default "$build/bundle" --mount-root /tmp
 valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     "$bin/test_driver" connected "$dir/default.sock"
 "$bin/test_driver" embedded

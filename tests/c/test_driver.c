@@ -111,6 +111,33 @@ int main(int argc, char **argv)
     CHECK(stdout_is(result, "hello\n"));
     driver_result_free(result);
 
+    /* Code that reads a mounted file. */
+    char data[] = "/tmp/mv-c-data-XXXXXX";
+    CHECK(mkdtemp(data) != NULL);
+    char csv[96], mount[128];
+    snprintf(csv, sizeof csv, "%s/n.csv", data);
+    FILE *file = fopen(csv, "w");
+    CHECK(file != NULL);
+    fputs("n\n2\n40\n", file);
+    fclose(file);
+    snprintf(mount, sizeof mount, "%s:/data", data);
+    const char *mounts[] = {mount};
+    driver_request_t code;
+    memset(&code, 0, sizeof code);
+    code.tool = "python";
+    code.params_json = "{\"code\": \"print(sum(int(l) for l in open('/data/n.csv').read().split()[1:]))\"}";
+    code.mounts = mounts;
+    code.mount_count = 1;
+    CHECK(driver_run(driver, &code, &result) == DRIVER_STATUS_OK);
+    CHECK(stdout_is(result, "42\n"));
+    driver_result_free(result);
+    const char *bad_mounts[] = {"no-guest-path"};
+    code.mounts = bad_mounts;
+    CHECK(driver_run(driver, &code, &result) == DRIVER_STATUS_BAD_REQUEST);
+    CHECK(strstr(driver_last_error(), "HOST:GUEST") != NULL);
+    unlink(csv);
+    rmdir(data);
+
     char *tools = NULL;
     CHECK(driver_tools_json(driver, &tools) == DRIVER_STATUS_OK);
     CHECK(strstr(tools, "\"name\":\"wc\"") != NULL);
