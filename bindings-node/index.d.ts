@@ -60,6 +60,8 @@ export interface RunOptions {
   params?: Record<string, unknown>;
   /** Host directories the tool sees, each `HOST:GUEST[:ro|:rw]` (read-only without a mode). */
   mounts?: string[];
+  /** Run in this session's instance (`Session.id`); `Session.run` sets it. */
+  session?: number;
   /**
    * Gives up on the call when it aborts (`run` only): the promise rejects with the signal's
    * reason at once, and the tool is stopped within a few milliseconds.
@@ -82,7 +84,7 @@ export interface Tool {
 export type ErrorKind =
   | 'hash_mismatch' | 'bad_signature' | 'tool_not_found' | 'not_allowed' | 'timeout'
   | 'memory_limit' | 'trap' | 'bad_request' | 'internal' | 'busy' | 'shutting_down'
-  | 'cancelled' | 'connection_lost' | 'protocol';
+  | 'cancelled' | 'session_gone' | 'connection_lost' | 'protocol';
 
 export type ErrorCode = Uppercase<ErrorKind>;
 
@@ -104,8 +106,29 @@ export class Driver {
   run(tool: string, args?: string[], options?: RunOptions): Promise<RunResult>;
   /** Runs a tool and waits for it on this thread; throws a `MegavisorError`. */
   runSync(tool: string, args?: string[], options?: RunOptions): RunResult;
+  /**
+   * Opens a session of `tool` (an entry like `python` or `js`): one instance kept alive
+   * across its calls, so what one call defines is there in the next. Throws
+   * `SESSION_GONE` when no session can be kept, `BAD_REQUEST` for a tool that cannot have one.
+   */
+  openSession(tool: string): Session;
   /** The tools this driver can run. */
   tools(): Tool[];
+}
+
+/** One instance of a tool kept alive across calls; its calls run one at a time. */
+export class Session {
+  private constructor();
+  readonly driver: Driver;
+  readonly tool: string;
+  /** The session's id (at most 53 bits). */
+  readonly id: number;
+  /** Runs the session's tool in its instance; rejects with `SESSION_GONE` once it has ended. */
+  run(args?: string[], options?: RunOptions): Promise<RunResult>;
+  /** Runs the session's tool in its instance, on this thread. */
+  runSync(args?: string[], options?: RunOptions): RunResult;
+  /** Ends the session; throws `SESSION_GONE` when it already has ended. */
+  close(): void;
 }
 
 export interface EmbeddedOptions {

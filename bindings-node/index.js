@@ -60,7 +60,7 @@ function settle(outcome) {
 function nativeOptions(options) {
   if (options === undefined || options === null) return undefined;
   if (typeof options !== 'object') throw new TypeError('options must be an object');
-  const { stdin, env, timeout, memory, executionId, params, mounts, signal } = options;
+  const { stdin, env, timeout, memory, executionId, params, mounts, session, signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError('options.signal must be an AbortSignal');
   }
@@ -72,6 +72,7 @@ function nativeOptions(options) {
     executionId,
     paramsJson: params === undefined || params === null ? undefined : JSON.stringify(params),
     mounts,
+    session,
   };
 }
 
@@ -129,6 +130,24 @@ class Driver {
     return settle(this.#native.runSync(tool, argv(args), nativeOptions(options)));
   }
 
+  /**
+   * Opens a session of `tool` (an entry like `python` or `js`): one instance kept alive
+   * across the session's calls, so what one call defines is there in the next. It holds one
+   * of the pool's places until closed, idle too long, or ended by a call that failed other
+   * than by exiting; a call on it after that fails with `SESSION_GONE`.
+   */
+  openSession(tool) {
+    const outcome = this.#native.openSession(tool);
+    if (outcome.error) throw failure(outcome.error);
+    return new Session(this, tool, outcome.session);
+  }
+
+  /** @internal Closes session `id` (use `Session.close`). */
+  closeSession(id) {
+    const outcome = this.#native.closeSession(id);
+    if (outcome.error) throw failure(outcome.error);
+  }
+
   /** The tools this driver can run, each with its description and argument schema. */
   tools() {
     const outcome = this.#native.tools();
@@ -141,6 +160,30 @@ class Driver {
       memoryBytes: tool.memoryBytes,
       timeoutMs: tool.timeoutMs,
     }));
+  }
+}
+
+/** One instance of a tool kept alive across calls (`Driver.openSession`). */
+class Session {
+  constructor(driver, tool, id) {
+    this.driver = driver;
+    this.tool = tool;
+    this.id = id;
+  }
+
+  /** Runs the session's tool in its instance (options as `Driver.run`). */
+  run(args, options) {
+    return this.driver.run(this.tool, args, { ...options, session: this.id });
+  }
+
+  /** Runs the session's tool in its instance, on this thread. */
+  runSync(args, options) {
+    return this.driver.runSync(this.tool, args, { ...options, session: this.id });
+  }
+
+  /** Ends the session; throws `SESSION_GONE` when it already has ended. */
+  close() {
+    this.driver.closeSession(this.id);
   }
 }
 
@@ -173,4 +216,4 @@ function connect(socket) {
   return opened(native.Driver.connect(socket));
 }
 
-module.exports = { embedded, connect, Driver, MegavisorError, KINDS, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY };
+module.exports = { embedded, connect, Driver, Session, MegavisorError, KINDS, DEFAULT_BUNDLE, DEFAULT_TRUSTED_KEY };

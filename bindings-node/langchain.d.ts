@@ -5,6 +5,8 @@ import type { Driver } from './index';
 export interface ToolsOptions {
   /** Host directories every call of a tool that may read files sees, each `HOST:GUEST[:ro|:rw]`. */
   mounts?: string[];
+  /** Each code tool keeps one session, so a later step can use what an earlier one defined. */
+  keepState?: boolean;
 }
 
 /**

@@ -24,12 +24,26 @@ function schemaForModels(schema) {
   );
 }
 
-function asLangchainTool(driver, info, mounts) {
+function asLangchainTool(driver, info, mounts, keepState) {
+  // The tool's session once opened (null for a tool that cannot have one).
+  let kept;
+  const session = () => {
+    if (!keepState) return undefined;
+    if (kept === undefined) {
+      try {
+        kept = driver.openSession(info.name);
+      } catch (err) {
+        if (!(err instanceof MegavisorError && err.code === 'BAD_REQUEST')) throw err;
+        kept = null;
+      }
+    }
+    return kept?.id;
+  };
   return langchainTool(
     async (params) => {
       let result;
       try {
-        result = await driver.run(info.name, [], { params, mounts });
+        result = await driver.run(info.name, [], { params, mounts, session: session() });
       } catch (err) {
         if (err instanceof MegavisorError) {
           return [`Error: ${info.name}: ${err.message} (${err.kind})`, err.partial];
@@ -54,10 +68,12 @@ function asLangchainTool(driver, info, mounts) {
 /**
  * The driver's tools (or those in `names`, in that order) as LangChain tools; every call of
  * a tool that may read files (an `fs:` capability) sees `options.mounts`
- * (`HOST:GUEST[:ro|:rw]`), e.g. the files the `python` code tool should read.
+ * (`HOST:GUEST[:ro|:rw]`), e.g. the files the `python` code tool should read. With
+ * `options.keepState`, each code tool (`python`, `js`: one that can have a session) keeps one
+ * session, opened at its first call, so a later step can use what an earlier one defined.
  */
 function tools(driver, names, options = {}) {
-  const { mounts } = options;
+  const { mounts, keepState } = options;
   const available = new Map(driver.tools().map((info) => [info.name, info]));
   const chosen = names === undefined ? [...available.keys()] : names;
   const missing = chosen.filter((name) => !available.has(name));
@@ -65,7 +81,7 @@ function tools(driver, names, options = {}) {
   return chosen.map((name) => {
     const info = available.get(name);
     const readsFiles = info.capabilities.some((capability) => capability.startsWith('fs:'));
-    return asLangchainTool(driver, info, readsFiles ? mounts : undefined);
+    return asLangchainTool(driver, info, readsFiles ? mounts : undefined, keepState);
   });
 }
 

@@ -68,7 +68,7 @@ def main() -> None:
             params = json.dumps(sample(entry["arguments"])).encode()
             seed("arguments", f"{entries}-{entry['name']}", json.dumps(entry).encode() + b"\0" + params)
 
-    hello = wire.Hello(protocol_version=2, transport=wire.TRANSPORT_SOCKET, client="seed")
+    hello = wire.Hello(protocol_version=3, transport=wire.TRANSPORT_SOCKET, client="seed")
     calls = [
         wire.ClientMessage(id=1, call=wire.Call(name="echo", args=["hi"], stdin=b"in")),
         wire.ClientMessage(id=2, call=wire.Call(name="args", params_json='{"args":["a"]}')),

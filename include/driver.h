@@ -43,6 +43,8 @@ typedef enum {
   DRIVER_STATUS_INVALID_ARGUMENT = 14,
   // The call was given up (its connection closed) and stopped.
   DRIVER_STATUS_CANCELLED = 15,
+  // The session the call named is gone (closed, expired, ended by a failed call).
+  DRIVER_STATUS_SESSION_GONE = 16,
 } driver_status;
 
 // A megavisor, embedded or connected. Free with `driver_close`.
@@ -84,6 +86,9 @@ typedef struct {
   const char *const *mounts;
   // Number of entries in `mounts`.
   size_t mount_count;
+  // Run in this session (from `driver_open_session`) instead of a fresh instance; 0 for
+  // none.
+  uint64_t session;
 } driver_request_t;
 
 // How long a call took, in microseconds.
@@ -211,6 +216,22 @@ driver_result_t *driver_take_partial(void);
 // # Safety
 // `result` comes from `driver_run` and is freed once.
 void driver_result_free(driver_result_t *result);
+
+// Opens a session of `tool` (an entry like `python` or `js`): one instance kept alive for
+// the requests whose `session` is the id stored in `*session`, so what one call defines is
+// there in the next. A session holds one of the pool's places until `driver_close_session`,
+// until it is idle too long, or until a call in it fails other than by exiting; a request
+// naming it after that fails with `DRIVER_STATUS_SESSION_GONE`.
+//
+// # Safety
+// `driver` is live; `tool` is a C string; `session` is writable.
+driver_status driver_open_session(const driver_t *driver, const char *tool, uint64_t *session);
+
+// Closes a session; `DRIVER_STATUS_SESSION_GONE` when it is not there (any more).
+//
+// # Safety
+// `driver` is live.
+driver_status driver_close_session(const driver_t *driver, uint64_t session);
 
 // The tools as a JSON array of `{name, description, arguments}` (arguments: the JSON
 // Schema). Stores a string to free with `driver_string_free` in `*out`.

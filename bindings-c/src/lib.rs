@@ -53,6 +53,8 @@ pub enum DriverStatus {
     InvalidArgument = 14,
     /// The call was given up (its connection closed) and stopped.
     Cancelled = 15,
+    /// The session the call named is gone (closed, expired, ended by a failed call).
+    SessionGone = 16,
 }
 
 /// A megavisor, embedded or connected. Free with `driver_close`.
@@ -95,6 +97,9 @@ pub struct DriverRequest {
     pub mounts: *const *const c_char,
     /// Number of entries in `mounts`.
     pub mount_count: usize,
+    /// Run in this session (from `driver_open_session`) instead of a fresh instance; 0 for
+    /// none.
+    pub session: u64,
 }
 
 thread_local! {
@@ -408,6 +413,52 @@ pub unsafe extern "C" fn driver_result_free(result: *mut DriverResult) {
     }
 }
 
+/// Opens a session of `tool` (an entry like `python` or `js`): one instance kept alive for
+/// the requests whose `session` is the id stored in `*session`, so what one call defines is
+/// there in the next. A session holds one of the pool's places until `driver_close_session`,
+/// until it is idle too long, or until a call in it fails other than by exiting; a request
+/// naming it after that fails with `DRIVER_STATUS_SESSION_GONE`.
+///
+/// # Safety
+/// `driver` is live; `tool` is a C string; `session` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_open_session(
+    driver: *const Driver,
+    tool: *const c_char,
+    session: *mut u64,
+) -> DriverStatus {
+    guard(|| {
+        // SAFETY: the caller passes a live driver or NULL (refused).
+        let Some(driver) = (unsafe { driver.as_ref() }) else {
+            return Err(invalid("driver must not be NULL"));
+        };
+        if session.is_null() {
+            return Err(invalid("session must not be NULL"));
+        }
+        // SAFETY: a C string by the caller's contract.
+        let tool = unsafe { text(tool, "tool") }?;
+        let id = driver.0.open_session(tool).map_err(failed)?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { *session = id };
+        Ok(())
+    })
+}
+
+/// Closes a session; `DRIVER_STATUS_SESSION_GONE` when it is not there (any more).
+///
+/// # Safety
+/// `driver` is live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_close_session(driver: *const Driver, session: u64) -> DriverStatus {
+    guard(|| {
+        // SAFETY: the caller passes a live driver or NULL (refused).
+        let Some(driver) = (unsafe { driver.as_ref() }) else {
+            return Err(invalid("driver must not be NULL"));
+        };
+        driver.0.close_session(session).map_err(failed)
+    })
+}
+
 /// The tools as a JSON array of `{name, description, arguments}` (arguments: the JSON
 /// Schema). Stores a string to free with `driver_string_free` in `*out`.
 ///
@@ -520,6 +571,7 @@ fn status_of(kind: ErrorKind) -> DriverStatus {
         ErrorKind::ConnectionLost => DriverStatus::ConnectionLost,
         ErrorKind::Protocol => DriverStatus::Protocol,
         ErrorKind::Cancelled => DriverStatus::Cancelled,
+        ErrorKind::SessionGone => DriverStatus::SessionGone,
         _ => DriverStatus::Internal,
     }
 }
@@ -578,6 +630,9 @@ unsafe fn call_from(request: &DriverRequest) -> Result<Call, StatusMessage> {
     // SAFETY: `mounts` holds `mount_count` C strings by the caller's contract.
     for spec in unsafe { strings(request.mounts, request.mount_count, "request.mounts") }? {
         call = megavisor_driver::with_mount(call, spec).map_err(failed)?;
+    }
+    if request.session != 0 {
+        call = call.session(request.session);
     }
     if request.stdin_len > 0 {
         if request.stdin.is_null() {

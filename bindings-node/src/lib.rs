@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{Buffer, Either, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use outcome::{Failure, Outcome, ToolInfo, ToolsOutcome};
+use outcome::{Failure, Outcome, SessionOutcome, ToolInfo, ToolsOutcome};
 
 /// What a call may carry beside its tool and arguments.
 #[napi(object)]
@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub params_json: Option<String>,
     /// Host directories to mount, each `HOST:GUEST[:ro|:rw]` (read-only without a mode).
     pub mounts: Option<Vec<String>>,
+    /// Run in this session (`openSession`) instead of a fresh instance.
+    pub session: Option<f64>,
 }
 
 /// Which native tools an embedded driver may run (as plain processes; the sandbox is the
@@ -165,6 +167,22 @@ impl Driver {
         Ok(promise)
     }
 
+    /// Opens a session of `tool`: its id, or why not.
+    #[napi]
+    pub fn open_session(&self, tool: String) -> SessionOutcome {
+        SessionOutcome::from(self.inner.open_session(&tool))
+    }
+
+    /// Closes a session (`session_gone` when it is not there).
+    #[napi]
+    pub fn close_session(&self, session: f64) -> SessionOutcome {
+        SessionOutcome::from(
+            self.inner
+                .close_session(session as u64)
+                .map(|()| session as u64),
+        )
+    }
+
     /// The tools this driver can run.
     #[napi]
     pub fn tools(&self) -> ToolsOutcome {
@@ -289,6 +307,14 @@ fn call(
     }
     for spec in options.mounts.unwrap_or_default() {
         call = megavisor_driver::with_mount(call, &spec)?;
+    }
+    if let Some(session) = options.session {
+        if !(session.is_finite() && session >= 1.0 && session.fract() == 0.0) {
+            return Err(bad_request(format!(
+                "session must be a session id, not {session}"
+            )));
+        }
+        call = call.session(session as u64);
     }
     Ok(call)
 }

@@ -171,3 +171,26 @@ impl From<Result<Vec<ToolInfo>>> for ToolsOutcome {
         }
     }
 }
+
+/// A session's id, or the failure to open (or close) it. Ids have at most 53 bits, so a
+/// JavaScript number holds them exactly.
+#[napi(object)]
+pub struct SessionOutcome {
+    pub session: Option<f64>,
+    pub error: Option<Failure>,
+}
+
+impl From<Result<u64>> for SessionOutcome {
+    fn from(result: Result<u64>) -> Self {
+        match result {
+            Ok(session) => SessionOutcome {
+                session: Some(session as f64),
+                error: None,
+            },
+            Err(err) => SessionOutcome {
+                session: None,
+                error: Some(err.into()),
+            },
+        }
+    }
+}

@@ -155,3 +155,31 @@ test('an embedded driver runs under a policy file or object', async () => {
   fs.rmSync(dir, { recursive: true });
 });
 
+
+for (const mode of ['embedded', 'connected']) {
+  describe(`sessions, ${mode}`, () => {
+    let supervisor;
+    let driver;
+    before(async () => {
+      supervisor = await startSupervisor(megavisor.DEFAULT_BUNDLE);
+      driver = mode === 'embedded' ? megavisor.embedded() : megavisor.connect(supervisor.socket);
+    });
+    after(() => supervisor.stop());
+
+    test('a function defined in step 1 is called in step 2', async () => {
+      const session = driver.openSession('python');
+      assert.equal((await session.run([], { params: { code: 'def area(r):\n    return 3 * r * r' } })).exitCode, 0);
+      const step2 = session.runSync([], { params: { code: 'print(area(2))' } });
+      assert.equal(step2.stdout.toString(), '12\n');
+      session.close();
+      // Sessions never take the pool's last permit: on two cores, one at a time.
+      const js = driver.openSession('js');
+      await js.run([], { params: { code: 'globalThis.total = 40' } });
+      assert.equal((await js.run([], { params: { code: 'total + 2' } })).stdout.toString(), '42\n');
+      js.close();
+      await assert.rejects(session.run([], { params: { code: 'print(1)' } }), (err) => err.code === 'SESSION_GONE');
+      assert.throws(() => session.close(), (err) => err.kind === 'session_gone');
+      assert.throws(() => driver.openSession('wc'), (err) => err.code === 'BAD_REQUEST');
+    });
+  });
+}

@@ -106,6 +106,14 @@ for (const mode of ['embedded', 'connected']) {
       fs.rmSync(data, { recursive: true });
     });
 
+    test('with keepState, step 2 uses a function defined in step 1', async () => {
+      const [python] = tools(driver, ['python'], { keepState: true });
+      const define = await python.invoke({ type: 'tool_call', name: 'python', id: 'd', args: { code: 'def twice(x):\n    return 2 * x' } });
+      assert.equal(define.content, '');
+      const use = await python.invoke({ type: 'tool_call', name: 'python', id: 'u', args: { code: 'print(twice(21))' } });
+      assert.equal(use.content, '42\n');
+    });
+
     test('unknown names are refused', () => {
       assert.throws(() => tools(driver, ['echo', 'nope']), /nope/);
       assert.deepEqual(tools(driver, ['wc', 'echo']).map((t) => t.name), ['wc', 'echo']);

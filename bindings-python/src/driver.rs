@@ -97,7 +97,7 @@ impl Driver {
     /// Runs a tool and returns its `Result`; `params` (a dict) is rendered to argv and stdin
     /// through the tool's argument schema. Raises a `megavisor.MegavisorError` subclass
     /// when the call did not run to an exit.
-    #[pyo3(signature = (tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None))]
+    #[pyo3(signature = (tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None, session=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn run(
         &self,
@@ -111,6 +111,7 @@ impl Driver {
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
         mounts: Option<Vec<String>>,
+        session: Option<u64>,
     ) -> PyResult<RunResult> {
         let call = call(
             py,
@@ -123,6 +124,7 @@ impl Driver {
             execution_id,
             params,
             mounts,
+            session,
         )?;
         match py.detach(|| self.inner.run(&call)) {
             Ok(output) => RunResult::new(py, output),
@@ -132,7 +134,7 @@ impl Driver {
 
     /// Starts a tool in the background; its result reaches `completions` under `token`.
     /// The returned `Pending` gives up on it.
-    #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None))]
+    #[pyo3(signature = (completions, token, tool, args=Vec::new(), *, stdin=None, env=None, timeout=None, memory=None, execution_id=None, params=None, mounts=None, session=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn submit(
         &self,
@@ -148,6 +150,7 @@ impl Driver {
         execution_id: Option<String>,
         params: Option<Bound<'_, PyAny>>,
         mounts: Option<Vec<String>>,
+        session: Option<u64>,
     ) -> PyResult<Pending> {
         let call = call(
             py,
@@ -160,6 +163,7 @@ impl Driver {
             execution_id,
             params,
             mounts,
+            session,
         )?;
         let shared = completions.shared.clone();
         // Sending may wait for an in-flight permit on a saturated connection.
@@ -168,6 +172,18 @@ impl Driver {
                 .run_async(call, move |result| shared.finish(token, result))
         });
         Ok(Pending { cancel })
+    }
+
+    /// Opens a session of `tool` and returns its id (see `megavisor.Driver.open_session`).
+    fn open_session_id(&self, py: Python<'_>, tool: String) -> PyResult<u64> {
+        py.detach(|| self.inner.open_session(&tool))
+            .map_err(|err| exception(py, &err))
+    }
+
+    /// Closes the session `session`; raises `SessionGone` when it is not there.
+    fn close_session(&self, py: Python<'_>, session: u64) -> PyResult<()> {
+        py.detach(|| self.inner.close_session(session))
+            .map_err(|err| exception(py, &err))
     }
 
     /// The tools this driver can run.
@@ -218,6 +234,7 @@ fn call(
     execution_id: Option<String>,
     params: Option<Bound<'_, PyAny>>,
     mounts: Option<Vec<String>>,
+    session: Option<u64>,
 ) -> PyResult<Call> {
     let mut call = Call::of_tool(tool).args(args);
     if let Some(stdin) = stdin {
@@ -252,6 +269,9 @@ fn call(
     }
     for spec in mounts.into_iter().flatten() {
         call = megavisor_driver::with_mount(call, &spec).map_err(|err| exception(py, &err))?;
+    }
+    if let Some(session) = session {
+        call = call.session(session);
     }
     Ok(call)
 }

@@ -248,3 +248,21 @@ def test_a_queued_calls_time_limit_covers_its_wait(one_slot_driver: megavisor.Dr
         assert (await busy).ok
 
     asyncio.run(main())
+
+
+def test_a_session_keeps_what_a_call_defines(driver: megavisor.Driver) -> None:
+    with driver.open_session("python") as session:
+        assert session.run(params={"code": "def area(r):\n    return 3 * r * r"}).ok
+        assert session.run(params={"code": "print(area(2))"}).stdout == b"12\n"
+
+        async def step3() -> bytes:
+            return (await session.arun(params={"code": "print(area(3))"})).stdout
+
+        assert asyncio.run(step3()) == b"27\n"
+    with pytest.raises(megavisor.SessionGone):
+        session.run(params={"code": "print(1)"})
+    with pytest.raises(megavisor.BadRequest):
+        driver.open_session("wc")
+    # Outside the session, every call starts fresh.
+    fresh = driver.run("python", params={"code": "print('area' in globals())"})
+    assert fresh.stdout == b"False\n"

@@ -131,3 +131,33 @@ def test_code_that_fails_is_an_error_message_the_model_can_read(driver: megaviso
     )
     assert message.status == "error"
     assert "ZeroDivisionError: division by zero" in message.content
+
+
+def test_with_keep_state_step_2_uses_a_function_defined_in_step_1(
+    driver: megavisor.Driver,
+) -> None:
+    steps = iter(
+        [
+            AIMessage(content="", tool_calls=[{"name": "python", "id": "define", "args": {
+                "code": "def fahrenheit(c):\n    return c * 9 / 5 + 32\nprint('defined')"}}]),
+            AIMessage(content="", tool_calls=[{"name": "python", "id": "use", "args": {
+                "code": "print(fahrenheit(100))"}}]),
+            AIMessage(content="212"),
+        ]
+    )
+    model = GenericFakeChatModel(messages=steps)
+    tools = megavisor.langchain.tools(driver, ["python", "wc"], keep_state=True)
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    state = builder.compile().invoke({"messages": [HumanMessage(content="100 C in F?")]})
+    replies = {m.tool_call_id: m for m in state["messages"] if isinstance(m, ToolMessage)}
+    assert replies["define"].content == "defined\n"
+    assert replies["use"].status == "success", replies["use"].content
+    assert replies["use"].content == "212.0\n"
+    # A tool that cannot keep state still runs, statelessly.
+    wc = tools[1].invoke({"type": "tool_call", "name": "wc", "id": "w", "args": {"lines": True, "stdin": "a\n"}})
+    assert wc.content.strip() == "1"

@@ -146,6 +146,12 @@ impl Call {
         self
     }
 
+    /// Runs in this session ([`crate::Client::open_session`]) instead of a fresh instance.
+    pub fn session(mut self, session: u64) -> Self {
+        self.message.session = session;
+        self
+    }
+
     /// Sets the idempotency key: a repeated id returns the first result without running again.
     pub fn execution_id(mut self, id: impl Into<String>) -> Self {
         self.message.execution_id = id.into();

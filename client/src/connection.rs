@@ -63,6 +63,8 @@ enum Outgoing<'a> {
     Call(&'a proto::Call),
     ListTools,
     Cancel,
+    OpenSession(&'a str),
+    CloseSession(u64),
 }
 
 impl Outgoing<'_> {
@@ -84,8 +86,31 @@ impl Outgoing<'_> {
                 uint64::encode(1, &id, &mut buf);
                 message::encode(4, &proto::Cancel {}, &mut buf);
             }
+            Outgoing::OpenSession(tool) => {
+                uint64::encode(1, &id, &mut buf);
+                let open = proto::OpenSession {
+                    tool: (*tool).to_owned(),
+                };
+                message::encode(5, &open, &mut buf);
+            }
+            Outgoing::CloseSession(session) => {
+                uint64::encode(1, &id, &mut buf);
+                let close = proto::CloseSession { session: *session };
+                message::encode(6, &close, &mut buf);
+            }
         }
         buf
+    }
+}
+
+/// The session a reply to `OpenSession` or `CloseSession` names.
+fn session_of(reply: proto::ServerMessage, asked: &str) -> Result<u64> {
+    match reply.body {
+        Some(server_message::Body::Session(opened)) => Ok(opened.session),
+        Some(server_message::Body::Failure(failure)) => Err(Error::from_failure(failure)),
+        _ => Err(Error::protocol(format!(
+            "the reply to {asked} does not name a session"
+        ))),
     }
 }
 
@@ -232,6 +257,19 @@ impl Client {
             Some(server_message::Body::Failure(failure)) => Err(Error::from_failure(failure)),
             _ => Err(Error::protocol("the reply to ListTools is not a tool list")),
         }
+    }
+
+    /// Opens a session of `tool`: one instance kept alive for the calls that name it
+    /// ([`Call::session`]). Returns its id.
+    pub fn open_session(&self, tool: &str) -> Result<u64> {
+        let id = self.send(Outgoing::OpenSession(tool))?;
+        session_of(self.inner.wait(id)?, "OpenSession")
+    }
+
+    /// Closes a session; `session_gone` when it is not there.
+    pub fn close_session(&self, session: u64) -> Result<()> {
+        let id = self.send(Outgoing::CloseSession(session))?;
+        session_of(self.inner.wait(id)?, "CloseSession").map(|_| ())
     }
 
     /// Takes an in-flight permit, sends the message and returns its id.

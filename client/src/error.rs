@@ -34,6 +34,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The caller gave up on the call, which was stopped.
     Cancelled,
+    /// The session a call named is gone (closed, expired, ended by a failed call), or
+    /// none could be kept.
+    SessionGone,
     /// The connection to the supervisor is gone (or could not be made).
     ConnectionLost,
     /// The supervisor said something this client does not understand.
@@ -61,6 +64,7 @@ impl ErrorKind {
             Ok(K::Busy) => ErrorKind::Busy,
             Ok(K::ShuttingDown) => ErrorKind::ShuttingDown,
             Ok(K::Cancelled) => ErrorKind::Cancelled,
+            Ok(K::SessionGone) => ErrorKind::SessionGone,
             Ok(K::Unspecified) | Err(_) => ErrorKind::Protocol,
         }
     }

@@ -54,7 +54,7 @@ macro_rules! kinds {
 }
 
 // Exit codes: 2 for usage, 124-127 as timeout(1) and shells use them, 134 for an abort,
-// 130 for an interrupted command, and sysexits(3) for the supervisor's own conditions (69
+// 130 for an interrupted command, and sysexits(3) (66 for input that does not exist) for the supervisor's own conditions (69
 // unavailable, 75 temporary failure, 76 protocol error). The Python class is the variant's
 // name.
 kinds! {
@@ -71,6 +71,7 @@ kinds! {
     Busy         "busy"            75    RESOURCE_EXHAUSTED  "BUSY"             10;
     ShuttingDown "shutting_down"   75    UNAVAILABLE         "SHUTTING_DOWN"    11;
     Cancelled    "cancelled"       130   CANCELLED           "CANCELLED"        15;
+    SessionGone  "session_gone"    66    NOT_FOUND           "SESSION_GONE"     16;
     ConnectionLost "connection_lost" 69  UNAVAILABLE         "CONNECTION_LOST"  12;
     Protocol     "protocol"        76    INTERNAL            "PROTOCOL"         13;
 }

@@ -35,11 +35,14 @@ pub enum ErrorKind {
     /// The caller gave up on the call (a cancelled RPC, a closed connection, a dropped
     /// future), and it was stopped.
     Cancelled,
+    /// The session a call named is gone (closed, expired, ended by a failed call, or never
+    /// opened by this caller), or no session could be kept for it.
+    SessionGone,
 }
 
 impl ErrorKind {
     /// Every kind, for the tests that hold other tables of kinds to this one.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::HashMismatch,
         ErrorKind::BadSignature,
         ErrorKind::ToolNotFound,
@@ -50,6 +53,7 @@ impl ErrorKind {
         ErrorKind::BadRequest,
         ErrorKind::Internal,
         ErrorKind::Cancelled,
+        ErrorKind::SessionGone,
     ];
 
     /// The wire name of this kind, e.g. `"hash_mismatch"`.
@@ -65,6 +69,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Internal => "internal",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::SessionGone => "session_gone",
         }
     }
 }
@@ -180,6 +185,9 @@ pub enum Error {
     /// The request is malformed or out of range.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The session named is gone, or none can be kept.
+    #[error("session gone: {0}")]
+    SessionGone(String),
     /// The manifest or an entries file is malformed.
     #[error("invalid manifest {}: {reason}", file.display())]
     InvalidManifest {
@@ -216,6 +224,7 @@ impl Error {
             Error::MemoryLimit { .. } => ErrorKind::MemoryLimit,
             Error::Trap { .. } => ErrorKind::Trap,
             Error::BadRequest(_) => ErrorKind::BadRequest,
+            Error::SessionGone(_) => ErrorKind::SessionGone,
             Error::InvalidManifest { .. } | Error::Io { .. } | Error::Engine(_) => {
                 ErrorKind::Internal
             }

@@ -17,6 +17,7 @@
 //! - [`native`]: allowlisted native binaries, run behind the same API;
 //! - [`policy`]: the operator's policy document (limits, native tools, sandbox, cgroups,
 //!   peers), read from TOML;
+//! - [`session`]: instances kept alive across calls, for agents that keep state;
 //! - [`pack`]: building and signing a bundle, pre-initializing modules that ask for it.
 //!
 //! ```no_run
@@ -60,6 +61,7 @@ pub mod queue;
 mod request;
 mod result;
 pub mod runtime;
+pub mod session;
 pub mod signing;
 mod sleep;
 mod wasm;
@@ -77,4 +79,5 @@ pub use policy::{Policy, PolicyError};
 pub use request::{Limits, Mount, Request, ToolRef};
 pub use result::{Output, ResourceUsage, Timings};
 pub use runtime::{Runtime, RuntimeOptions, StartupReport};
+pub use session::SessionOptions;
 pub use signing::{ManifestSigner, TrustPolicy, TrustedKey};

@@ -86,6 +86,9 @@ pub struct Request {
     pub limits: Limits,
     /// Idempotency key: a repeated id returns the first result without running again.
     pub execution_id: Option<String>,
+    /// Run in this session (see [`crate::Runtime::open_session`]) instead of a fresh
+    /// instance.
+    pub session: Option<u64>,
 }
 
 impl Request {
@@ -100,6 +103,7 @@ impl Request {
             capabilities: None,
             limits: Limits::default(),
             execution_id: None,
+            session: None,
         }
     }
 

@@ -25,6 +25,7 @@ use crate::native::{NativeBackend, NativeOptions};
 use crate::pool::{Pool, PooledModule};
 use crate::request::{Request, ToolRef};
 use crate::result::Output;
+use crate::session::{SessionOptions, Sessions};
 use crate::signing::{Authenticity, TrustPolicy};
 pub use crate::wasm::OUT_DIR_GUEST;
 use crate::wasm::WasmBackend;
@@ -56,6 +57,8 @@ pub struct RuntimeOptions {
     pub mount_roots: Vec<MountRoot>,
     /// Native tools and their allowlist; `None` refuses every native tool.
     pub native: Option<NativeOptions>,
+    /// How many sessions may be open, and for how long idle.
+    pub sessions: SessionOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -71,6 +74,7 @@ impl Default for RuntimeOptions {
             out_dir: None,
             mount_roots: Vec::new(),
             native: None,
+            sessions: SessionOptions::default(),
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct Runtime {
     native: Option<NativeBackend>,
     /// This process's effective uid: a peer with it needs no change of identity.
     process_uid: u32,
+    /// Instances kept alive across calls.
+    sessions: Sessions,
 }
 
 /// What a request runs: an entry of a module, or a native binary (standing for an
@@ -274,6 +280,7 @@ impl Runtime {
                 options.idempotency_ttl,
             ),
             process_uid: nix::unistd::geteuid().as_raw(),
+            sessions: Sessions::new(options.sessions),
             manifest,
             authenticity,
             options,
@@ -336,6 +343,9 @@ impl Runtime {
     /// the caller's own, and a peer's mounts are confined to the mount roots and opened with
     /// the peer's credentials.
     pub fn run_for(&self, request: &Request, caller: &Caller) -> Result<Output> {
+        if let Some(id) = request.session {
+            return self.run_in_session(id, request, caller);
+        }
         let target = self.resolve(&request.tool)?;
         let admitted = admission::admit(&self.options, request)?;
         let stop = Stop::new(caller, self.limit_of(target, request.limits.timeout)?);
@@ -419,6 +429,86 @@ impl Runtime {
         };
         let ran = backend.run(plan, &call);
         drop(permit);
+        backend::settle(&call, ran?)
+    }
+
+    /// Opens a session of entry `tool` for `caller`: one instance kept alive across the
+    /// calls that name it (see [`crate::session`]). Returns its id. Fails with
+    /// [`Error::SessionGone`] when the most sessions are open or no pool permit is free, and
+    /// [`Error::BadRequest`] for an entry that cannot have one (served natively, or a
+    /// command, whose `_start` runs once per instance).
+    pub fn open_session(&self, tool: &str, caller: &Caller) -> Result<u64> {
+        let named = ToolRef::Name(tool.to_owned());
+        let Target::Entry(index, entry) = self.resolve(&named)? else {
+            return Err(Error::BadRequest(format!(
+                "{tool} is a native tool; sessions are for entries of reactor modules"
+            )));
+        };
+        if entry.export.is_none() {
+            return Err(Error::BadRequest(format!(
+                "{tool} is a WASI command, which runs once per instance; sessions are for \
+                 entries of reactor modules (like python and js)"
+            )));
+        }
+        let held = self.wasm.hold(index, entry)?.ok_or_else(|| {
+            Error::SessionGone(format!(
+                "no session can be kept for {tool} now: the pool has no permit to spare \
+                 (sessions never take the last one); retry later"
+            ))
+        })?;
+        self.sessions
+            .insert(caller.identity.namespace(), index, held)
+    }
+
+    /// Closes session `id` of `caller`; [`Error::SessionGone`] when it is not there.
+    pub fn close_session(&self, id: u64, caller: &Caller) -> Result<()> {
+        self.sessions.close(id, caller.identity.namespace())
+    }
+
+    /// Runs a call in session `id`: the session's instance, its state left by earlier calls,
+    /// this call's arguments, stdin, mounts and time limit. A call that fails other than
+    /// by exiting ends the session.
+    fn run_in_session(&self, id: u64, request: &Request, caller: &Caller) -> Result<Output> {
+        if request.execution_id.is_some() {
+            return Err(Error::BadRequest(
+                "a call in a session depends on the calls before it, so it cannot be replayed \
+                 by an execution id"
+                    .to_owned(),
+            ));
+        }
+        let slot = self.sessions.get(id, caller.identity.namespace())?;
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let session = guard.as_mut().ok_or_else(|| crate::session::gone(id))?;
+        let index = session.entry;
+        let entry = &self.manifest.entries[index];
+        if request.tool != ToolRef::Name(entry.name.clone()) {
+            return Err(Error::BadRequest(format!(
+                "session {id:016x} is a session of {}, not of the tool this call names",
+                entry.name
+            )));
+        }
+        session.touch();
+        let target = Target::Entry(index, entry);
+        let admitted = admission::admit(&self.options, request)?;
+        let stop = Stop::new(caller, self.limit_of(target, request.limits.timeout)?);
+        let peer = self.other_user(caller);
+        let plan = self.wasm.admit((index, entry), request, caller, peer)?;
+        let call = Call {
+            name: target.name(),
+            request,
+            caller,
+            peer,
+            stop: &stop,
+            env: admitted.env,
+            output_bytes: admitted.output_bytes,
+            out_dir: None,
+            queued: caller.received.elapsed(),
+        };
+        let ran = self.wasm.run_held(&mut session.held, plan, &call);
+        let exited = matches!(&ran, Ok(ran) if matches!(ran.ending, backend::Ending::Exited));
+        if !exited {
+            self.sessions.end(id, &mut guard);
+        }
         backend::settle(&call, ran?)
     }
 

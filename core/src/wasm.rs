@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Entry;
 use crate::mounts::{self, MountRoot};
 use crate::peer_access::AsPeer;
-use crate::pool::{EntryPoint, GuestRun, Pool};
+use crate::pool::{EntryPoint, GuestRun, HeldInstance, Pool};
 use crate::request::{Mount, Request};
 
 /// Guest path of the per-execution output directory.
@@ -265,6 +265,54 @@ impl Backend for WasmBackend {
     }
 
     fn run(&self, plan: WasmPlan, call: &Call<'_>) -> Result<Ran> {
+        self.run_with(plan, call, |plan, wasi| {
+            self.pool.run(
+                plan.module,
+                plan.entry_point,
+                wasi,
+                plan.memory_bytes,
+                plan.fuel,
+                call.stop,
+            )
+        })
+    }
+}
+
+impl WasmBackend {
+    /// A session's instance of `entry` (its module's entry point, capped at the entry's
+    /// memory limit); `None` when the pool has no permit free, or the entry is served
+    /// natively.
+    pub(crate) fn hold(&self, index: usize, entry: &Entry) -> Result<Option<HeldInstance>> {
+        let Some((module, entry_point)) = self.entry_points[index] else {
+            return Ok(None);
+        };
+        let memory_bytes = entry
+            .limits
+            .memory_bytes
+            .min(self.pool.modules()[module].memory_bytes);
+        self.pool.hold(module, entry_point, memory_bytes)
+    }
+
+    /// Runs an admitted call in a session's held instance.
+    pub(crate) fn run_held(
+        &self,
+        held: &mut HeldInstance,
+        plan: WasmPlan,
+        call: &Call<'_>,
+    ) -> Result<Ran> {
+        self.run_with(plan, call, |_, wasi| {
+            self.pool.run_held(held, wasi, call.stop)
+        })
+    }
+
+    /// Builds the call's WASI context (as the peer, when it must be) and runs it with
+    /// `run`, then reads how it ended.
+    fn run_with(
+        &self,
+        plan: WasmPlan,
+        call: &Call<'_>,
+        run: impl FnOnce(&WasmPlan, wasmtime_wasi::p1::WasiP1Ctx) -> Result<GuestRun>,
+    ) -> Result<Ran> {
         // A peer of another uid opens its mounts, and everything the guest reaches through
         // them, as itself, for the whole call (a call without mounts touches no file).
         let _as_peer = match call.peer {
@@ -276,14 +324,7 @@ impl Backend for WasmBackend {
         let stdout = CaptureStream::new(call.output_bytes);
         let stderr = CaptureStream::new(call.output_bytes);
         let mut wasi = self.wasi(&plan, call, &stdout, &stderr)?;
-        let guest = self.pool.run(
-            plan.module,
-            plan.entry_point,
-            wasi.build_p1(),
-            plan.memory_bytes,
-            plan.fuel,
-            call.stop,
-        )?;
+        let guest = run(&plan, wasi.build_p1())?;
         let (exit_code, ending) = match &guest.outcome {
             Ok(()) => (0, Ending::Exited),
             Err(error) => match error.downcast_ref::<I32Exit>() {

@@ -79,6 +79,7 @@ pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<prot
             output_bytes: limits.output_bytes,
         },
         execution_id: Some(call.execution_id).filter(|id| !id.is_empty()),
+        session: Some(call.session).filter(|id| *id != 0),
     })
 }
 
@@ -125,6 +126,7 @@ pub fn call(request: Request) -> proto::Call {
             output_bytes: request.limits.output_bytes,
         }),
         execution_id: request.execution_id.unwrap_or_default(),
+        session: request.session.unwrap_or_default(),
     }
 }
 
@@ -186,6 +188,7 @@ pub fn wire_kind(kind: ErrorKind) -> proto::ErrorKind {
         ErrorKind::BadRequest => proto::ErrorKind::BadRequest,
         ErrorKind::Internal => proto::ErrorKind::Internal,
         ErrorKind::Cancelled => proto::ErrorKind::Cancelled,
+        ErrorKind::SessionGone => proto::ErrorKind::SessionGone,
     }
 }
 

@@ -198,6 +198,27 @@ impl Driver {
         }
     }
 
+    /// Opens a session of `tool`: one instance kept alive for the calls that name it
+    /// ([`Call::session`]), so what one call defines is there in the next. Returns its id.
+    pub fn open_session(&self, tool: &str) -> Result<u64> {
+        match &self.mode {
+            Mode::Embedded { runtime, .. } => runtime
+                .open_session(tool, &Caller::process_waiting())
+                .map_err(core_error),
+            Mode::Connected(client) => client.open_session(tool),
+        }
+    }
+
+    /// Closes a session; `session_gone` when it is not there (any more).
+    pub fn close_session(&self, session: u64) -> Result<()> {
+        match &self.mode {
+            Mode::Embedded { runtime, .. } => runtime
+                .close_session(session, &Caller::process_waiting())
+                .map_err(core_error),
+            Mode::Connected(client) => client.close_session(session),
+        }
+    }
+
     /// The tools this driver can run.
     pub fn tools(&self) -> Result<ToolList> {
         match &self.mode {

@@ -646,3 +646,45 @@ fn a_refused_client_always_learns_why() {
         assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
     }
 }
+
+#[test]
+fn sessions_over_the_ring_keep_state_and_end_with_their_connection() {
+    let supervisor = Supervisor::start(&bundle(), &["--max-concurrency", "3"]);
+    let client = Client::connect(&supervisor.socket).unwrap();
+    let session = client.open_session("python").unwrap();
+    let step = |code: &str| {
+        Call::new("python")
+            .params_json(serde_json::json!({"code": code}).to_string())
+            .session(session)
+    };
+    client
+        .call(&step("def twice(x):\n    return 2 * x"))
+        .unwrap();
+    let out = client.call(&step("print(twice(21))")).unwrap();
+    assert_eq!(out.stdout, b"42\n");
+    client.close_session(session).unwrap();
+    let err = client.call(&step("print(1)")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionGone, "{err}");
+
+    // A client that goes away takes its sessions with it: their permits come back.
+    for _ in 0..3 {
+        let leaving = Client::connect(&supervisor.socket).unwrap();
+        leaving.open_session("js").unwrap();
+        leaving.open_session("js").unwrap();
+        assert_eq!(
+            leaving.open_session("js").unwrap_err().kind(),
+            ErrorKind::SessionGone,
+            "the last permit is never a session's"
+        );
+        drop(leaving);
+        wait_until(
+            "the sessions of a gone client to end",
+            Duration::from_secs(5),
+            || {
+                Client::connect(&supervisor.socket)
+                    .and_then(|c| c.open_session("js"))
+                    .is_ok()
+            },
+        );
+    }
+}

@@ -138,6 +138,27 @@ int main(int argc, char **argv)
     unlink(csv);
     rmdir(data);
 
+    /* A session keeps what a call defines for the next. */
+    uint64_t session = 0;
+    CHECK(driver_open_session(driver, "python", &session) == DRIVER_STATUS_OK);
+    CHECK(session != 0);
+    driver_request_t step;
+    memset(&step, 0, sizeof step);
+    step.tool = "python";
+    step.session = session;
+    step.params_json = "{\"code\": \"def cube(x):\\n    return x ** 3\"}";
+    CHECK(driver_run(driver, &step, &result) == DRIVER_STATUS_OK);
+    CHECK(driver_result_exit_code(result) == 0);
+    driver_result_free(result);
+    step.params_json = "{\"code\": \"print(cube(3))\"}";
+    CHECK(driver_run(driver, &step, &result) == DRIVER_STATUS_OK);
+    CHECK(stdout_is(result, "27\n"));
+    driver_result_free(result);
+    CHECK(driver_close_session(driver, session) == DRIVER_STATUS_OK);
+    CHECK(driver_run(driver, &step, &result) == DRIVER_STATUS_SESSION_GONE);
+    CHECK(driver_close_session(driver, session) == DRIVER_STATUS_SESSION_GONE);
+    CHECK(driver_open_session(driver, "wc", &session) == DRIVER_STATUS_BAD_REQUEST);
+
     char *tools = NULL;
     CHECK(driver_tools_json(driver, &tools) == DRIVER_STATUS_OK);
     CHECK(strstr(tools, "\"name\":\"wc\"") != NULL);

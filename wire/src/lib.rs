@@ -22,8 +22,9 @@ pub mod proto {
 }
 
 /// The protocol version this crate speaks; the handshake refuses any other.
-/// Version 2: a socket-pair doorbell, `Cancel`, the `cancelled` kind.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2: a socket-pair doorbell, `Cancel`, the `cancelled` kind. Version 3: sessions
+/// (`OpenSession`, `CloseSession`, `Call.session`) and the `session_gone` kind.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 impl proto::ErrorKind {
     /// The stable snake-case name shared with megavisor-core (`hash_mismatch`, `busy`, ...).
@@ -43,6 +44,7 @@ impl proto::ErrorKind {
             K::Busy => "busy",
             K::ShuttingDown => "shutting_down",
             K::Cancelled => "cancelled",
+            K::SessionGone => "session_gone",
         }
     }
 }

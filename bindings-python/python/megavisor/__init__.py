@@ -37,6 +37,7 @@ from .errors import (
     MemoryLimit,
     NotAllowed,
     Protocol,
+    SessionGone,
     ShuttingDown,
     Timeout,
     ToolNotFound,
@@ -45,6 +46,7 @@ from .errors import (
 
 __all__ = [
     "Driver",
+    "Session",
     "Result",
     "Timings",
     "Tool",
@@ -88,6 +90,7 @@ class Driver(_NativeDriver):
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
         mounts: Optional[Sequence[str]] = None,
+        session: Optional[int] = None,
     ) -> Result:
         """Runs a tool without waiting for it on the event loop (see ``run``).
 
@@ -113,6 +116,7 @@ class Driver(_NativeDriver):
                 execution_id=execution_id,
                 params=params,
                 mounts=list(mounts) if mounts is not None else None,
+                session=session,
             )
         except BaseException:
             completions.discard(token)
@@ -124,8 +128,53 @@ class Driver(_NativeDriver):
             pending.cancel()
             raise
 
+    def open_session(self, tool: str) -> "Session":
+        """Opens a session of ``tool`` (an entry like ``python`` or ``js``): one instance
+        kept alive across the session's calls, so what one call defines is there in the next.
+
+        A session holds one of the pool's places until it is closed, idle too long, or ended
+        by a call that failed other than by exiting (a timeout, the memory limit, a trap);
+        a call on it after that raises ``SessionGone``. Use it as a context manager to
+        close it at the end.
+        """
+        return Session(self, tool, self.open_session_id(tool))
+
     def __repr__(self) -> str:
         return f"<megavisor.Driver {self.mode}>"
+
+
+class Session:
+    """One instance of a tool kept alive across calls (``Driver.open_session``). Its calls
+    run one at a time; each takes the same arguments as ``Driver.run``."""
+
+    def __init__(self, driver: Driver, tool: str, session_id: int) -> None:
+        self.driver = driver
+        self.tool = tool
+        self.id = session_id
+
+    def run(self, args: Sequence[str] = (), **options: Any) -> Result:
+        """Runs the session's tool in its instance (see ``Driver.run``)."""
+        return self.driver.run(self.tool, args, session=self.id, **options)
+
+    async def arun(self, args: Sequence[str] = (), **options: Any) -> Result:
+        """Runs the session's tool in its instance without blocking the event loop."""
+        return await self.driver.arun(self.tool, args, session=self.id, **options)
+
+    def close(self) -> None:
+        """Ends the session (``SessionGone`` when it already has ended)."""
+        self.driver.close_session(self.id)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.close()
+        except SessionGone:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<megavisor.Session {self.tool} {self.id:016x}>"
 
 
 def embedded(

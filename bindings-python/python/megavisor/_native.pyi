@@ -138,12 +138,14 @@ class Driver:
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
         mounts: Optional[Sequence[str]] = None,
+        session: Optional[int] = None,
     ) -> Result:
         """Runs a tool and waits for it with the GIL released.
 
         ``timeout`` is in seconds (millisecond resolution), ``memory`` in bytes; ``params`` (instead of ``args``) is
         rendered to argv and stdin through the tool's argument schema; ``mounts`` are host
-        directories the tool sees, each ``"HOST:GUEST[:ro|:rw]"`` (read-only without a mode).
+        directories the tool sees, each ``"HOST:GUEST[:ro|:rw]"`` (read-only without a mode);
+        ``session`` runs it in that session's instance (``open_session_id``).
         Raises a subclass of ``MegavisorError`` when the call did not run to an exit.
         """
     def submit(
@@ -160,7 +162,12 @@ class Driver:
         execution_id: Optional[str] = None,
         params: Optional[Mapping[str, Any]] = None,
         mounts: Optional[Sequence[str]] = None,
+        session: Optional[int] = None,
     ) -> Pending: ...
+    def open_session_id(self, tool: str) -> int:
+        """Opens a session of ``tool``; returns its id."""
+    def close_session(self, session: int) -> None:
+        """Closes a session; raises ``SessionGone`` when it is not there."""
     def tools(self) -> List[Tool]: ...
 
 def error_kinds() -> List[Dict[str, Any]]:

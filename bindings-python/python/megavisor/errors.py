@@ -26,6 +26,7 @@ __all__ = [
     "Busy",
     "ShuttingDown",
     "Cancelled",
+    "SessionGone",
     "ConnectionLost",
     "Protocol",
 ]
@@ -121,6 +122,13 @@ class Cancelled(MegavisorError):
     """The call was given up on (its task cancelled, its connection closed) and stopped."""
 
     kind = "cancelled"
+
+
+class SessionGone(MegavisorError):
+    """The session is gone: closed, past its idle time, ended by a call that failed, or
+    opened by someone else; or no session could be kept. Open a new one."""
+
+    kind = "session_gone"
 
 
 class ConnectionLost(MegavisorError, ConnectionError):

@@ -21,7 +21,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from . import Driver, MegavisorError, Result, Tool
+from . import BadRequest, Driver, MegavisorError, Result, Session, Tool
 
 __all__ = ["tools"]
 
@@ -31,11 +31,14 @@ def tools(
     names: Optional[Sequence[str]] = None,
     *,
     mounts: Optional[Sequence[str]] = None,
+    keep_state: bool = False,
 ) -> List[BaseTool]:
     """The driver's tools (or those in ``names``, in that order) as LangChain tools, among
     them the code-execution tools ``python`` and ``js``. Every call of a tool that may read
     files (an ``fs:`` capability) sees ``mounts`` (``"HOST:GUEST[:ro|:rw]"``), e.g. the files
-    the code should read."""
+    the code should read. With ``keep_state``, each code tool (``python``, ``js``: a tool
+    that can have a session) keeps one session, opened at its first call, so a later step
+    can use what an earlier one defined, as in a REPL."""
     available = {tool.name: tool for tool in driver.tools()}
     if names is None:
         chosen = list(available.values())
@@ -44,25 +47,47 @@ def tools(
         if missing:
             raise ValueError(f"no such megavisor tools: {', '.join(missing)}")
         chosen = [available[name] for name in names]
-    return [_langchain_tool(driver, tool, mounts if _reads_files(tool) else None) for tool in chosen]
+    return [
+        _langchain_tool(driver, tool, mounts if _reads_files(tool) else None, keep_state)
+        for tool in chosen
+    ]
 
 
 def _reads_files(tool: Tool) -> bool:
     return any(capability.startswith("fs:") for capability in tool.capabilities)
 
 
-def _langchain_tool(driver: Driver, tool: Tool, mounts: Optional[Sequence[str]]) -> BaseTool:
+def _langchain_tool(
+    driver: Driver, tool: Tool, mounts: Optional[Sequence[str]], keep_state: bool
+) -> BaseTool:
     name = tool.name
+    # The tool's session once opened; None for a tool that cannot have one.
+    kept: List[Optional[Session]] = []
+
+    def session_id() -> Optional[int]:
+        if not keep_state:
+            return None
+        if not kept:
+            try:
+                kept.append(driver.open_session(name))
+            except BadRequest:
+                kept.append(None)
+        session = kept[0]
+        return session.id if session is not None else None
 
     def run(**params: Any) -> Tuple[str, Result]:
         try:
-            return _content(name, driver.run(name, params=params, mounts=mounts))
+            result = driver.run(name, params=params, mounts=mounts, session=session_id())
+            return _content(name, result)
         except MegavisorError as err:
             raise ToolException(f"{name}: {err} ({err.kind})") from err
 
     async def arun(**params: Any) -> Tuple[str, Result]:
         try:
-            return _content(name, await driver.arun(name, params=params, mounts=mounts))
+            result = await driver.arun(
+                name, params=params, mounts=mounts, session=session_id()
+            )
+            return _content(name, result)
         except MegavisorError as err:
             raise ToolException(f"{name}: {err} ({err.kind})") from err
 

@@ -24,6 +24,7 @@ use crate::native::{
     SandboxOptions,
 };
 use crate::runtime::RuntimeOptions;
+use crate::session::SessionOptions;
 use megavisor_jail::filters;
 
 /// The policy in force.
@@ -74,6 +75,10 @@ pub struct LimitsPolicy {
     pub idempotency_bytes: Size,
     /// How long an execution id is remembered.
     pub idempotency_ttl: Span,
+    /// Sessions open at once; each holds one of the `max_concurrency` permits.
+    pub max_sessions: usize,
+    /// A session unused this long is closed.
+    pub session_idle_ttl: Span,
 }
 
 /// `[native]`. Native tools are refused unless `binaries`, `allowlist_file` or `digests`
@@ -187,6 +192,8 @@ impl Default for LimitsPolicy {
             idempotency_entries: runtime.idempotency_capacity,
             idempotency_bytes: Size(runtime.idempotency_max_bytes as u64),
             idempotency_ttl: Span(runtime.idempotency_ttl),
+            max_sessions: runtime.sessions.max,
+            session_idle_ttl: Span(runtime.sessions.idle_ttl),
         }
     }
 }
@@ -433,6 +440,10 @@ impl Policy {
             out_dir: None,
             mount_roots: self.mount_roots()?,
             native: self.native_options()?,
+            sessions: SessionOptions {
+                max: limits.max_sessions,
+                idle_ttl: limits.session_idle_ttl.0,
+            },
         })
     }
 

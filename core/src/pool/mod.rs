@@ -19,6 +19,7 @@
 //!
 //! Nothing of one call survives into the next: every call gets a fresh instance.
 
+mod held;
 mod module;
 mod slots;
 mod store;
@@ -29,6 +30,7 @@ use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+pub(crate) use held::HeldInstance;
 pub(crate) use module::{EntryPoint, PooledModule};
 pub(crate) use slots::{Permit, Slots};
 pub(crate) use store::GuestState;
@@ -67,7 +69,7 @@ pub(crate) fn allocation(options: &EngineOptions) -> PoolingAllocationConfig {
 pub(crate) struct Pool {
     engine: Engine,
     modules: Vec<PooledModule>,
-    slots: Slots,
+    slots: std::sync::Arc<Slots>,
     ticker: EpochTicker,
     /// The engine meters fuel, so every store is given some.
     fuel: bool,
@@ -100,7 +102,7 @@ impl Pool {
         let pool = Pool {
             engine,
             modules,
-            slots: Slots::new(options.max_concurrency),
+            slots: std::sync::Arc::new(Slots::new(options.max_concurrency)),
             ticker,
             fuel: options.fuel,
             total_slots: options.max_concurrency + 1,

@@ -2,7 +2,7 @@
 //! native tools count against too). Time spent waiting here is reported as queue time, and
 //! counts against the call's time limit.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::epoch::{Stop, Stopped};
 
@@ -22,6 +22,9 @@ struct Count {
 
 /// One permit; released on drop.
 pub struct Permit<'a>(&'a Slots);
+
+/// A permit held for as long as a session lives; released on drop.
+pub struct HeldPermit(Arc<Slots>);
 
 impl Slots {
     /// `count` permits.
@@ -60,14 +63,38 @@ impl Slots {
     }
 }
 
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+impl Slots {
+    /// A permit for a session if one is free now and another stays free: sessions never
+    /// wait for a permit, and never take the last one, so however many are open, calls
+    /// outside them still run.
+    pub fn try_hold(self: &Arc<Self>) -> Option<HeldPermit> {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if count.free < 2 {
+            return None;
+        }
+        count.free -= 1;
+        Some(HeldPermit(self.clone()))
+    }
+
+    fn release(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
         count.free += 1;
         let wake = count.waiting > 0;
         drop(count);
         if wake {
-            self.0.released.notify_one();
+            self.released.notify_one();
         }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl Drop for HeldPermit {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }

@@ -201,6 +201,9 @@ pub struct Connection {
     /// The cancel tokens of the calls in flight, by message id, for `Cancel` messages (at
     /// most the in-flight limit of them: a scan beats hashing).
     calls: Mutex<Vec<(u64, CancelToken)>>,
+    /// The sessions this connection opened: they end with it, so a client that goes away
+    /// cannot leave them holding pool permits until they expire.
+    sessions: Mutex<Vec<u64>>,
 }
 
 impl Drop for Connection {
@@ -247,6 +250,13 @@ pub fn serve(shared: Arc<Shared>, socket: UnixStream, number: u64) {
     };
     // Whatever still runs for this client is stopped: nobody is left to answer.
     connection.gone.cancel();
+    let sessions = std::mem::take(&mut *connection.sessions.lock().expect("sessions lock"));
+    for session in sessions {
+        // Gone already (closed by the client, expired) is fine: it is gone either way.
+        let _ = shared
+            .runtime()
+            .close_session(session, &connection.caller(Instant::now()));
+    }
     match ended {
         Ok(()) => info!("{label} disconnected"),
         Err(violation) => warn!("{label} disconnected for a protocol violation: {violation}"),
@@ -376,6 +386,7 @@ fn handshake(
         patience: config.reply_timeout,
         gone: CancelToken::new(),
         calls: Mutex::new(Vec::new()),
+        sessions: Mutex::new(Vec::new()),
     })
 }
 
@@ -681,6 +692,31 @@ fn handle(
             let tools = convert::tool_list(&shared.runtime());
             return connection.answer(id, server_message::Body::Tools(tools));
         }
+        Some(client_message::Body::OpenSession(open)) => {
+            connection.admit(unread_replies)?;
+            // Opening instantiates once (well under a millisecond), so it is done here.
+            let caller = connection.caller(received);
+            let opened = shared.runtime().open_session(&open.tool, &caller);
+            if let Ok(session) = opened {
+                connection
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .push(session);
+            }
+            return connection.answer(id, session_reply(opened));
+        }
+        Some(client_message::Body::CloseSession(close)) => {
+            connection.admit(unread_replies)?;
+            let caller = connection.caller(received);
+            let closed = shared.runtime().close_session(close.session, &caller);
+            connection
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .retain(|s| *s != close.session);
+            return connection.answer(id, session_reply(closed.map(|()| close.session)));
+        }
         Some(client_message::Body::Call(call)) => call,
     };
     connection.admit(unread_replies)?;
@@ -712,10 +748,8 @@ fn handle(
         .expect("calls lock")
         .push((id, cancel.clone()));
     let caller = Caller {
-        identity: connection.identity.clone(),
-        received,
-        deadline: None,
         cancel,
+        ..connection.caller(received)
     };
     // A lone call runs right here: handing it to a guest thread would cost a wake-up and a
     // third busy thread. Calls that come together go to the pool so they run in parallel.
@@ -755,7 +789,26 @@ fn handle(
     Ok(())
 }
 
+/// The answer to opening or closing a session: its id, or why not.
+fn session_reply(outcome: megavisor_core::Result<u64>) -> server_message::Body {
+    match outcome {
+        Ok(session) => server_message::Body::Session(proto::SessionOpened { session }),
+        Err(err) => server_message::Body::Failure(convert::failure(&err)),
+    }
+}
+
 impl Connection {
+    /// This connection's peer as the caller of a message received at `received`, given up
+    /// on when the connection ends.
+    fn caller(&self, received: Instant) -> Caller {
+        Caller {
+            identity: self.identity.clone(),
+            received,
+            deadline: None,
+            cancel: self.gone.child(),
+        }
+    }
+
     /// Takes the next message off the request ring, if there is one; with it, whether more
     /// are waiting and how many replies the client has not read.
     fn take_message(&self, link: &ServerRing) -> Result<Option<Taken>, String> {
