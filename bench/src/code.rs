@@ -118,8 +118,24 @@ fn cases() -> Vec<CodeCase> {
     ]
 }
 
+/// The program a peer names, resolved once: `python3` on PATH may be a version manager's
+/// shim script, which would add its own start-up to every run of the peer.
+fn resolve(program: &str) -> String {
+    if program != "python3" {
+        return program.to_owned();
+    }
+    Command::new(program)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|path| path.trim().to_owned())
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| program.to_owned())
+}
+
 /// Runs `peer` once with `stdin` and returns its stdout.
-fn run_peer((program, args): &(&str, Vec<String>), stdin: &[u8]) -> Vec<u8> {
+fn run_peer((program, args): &(String, Vec<String>), stdin: &[u8]) -> Vec<u8> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -153,10 +169,11 @@ pub fn run(
             );
             continue;
         };
-        let expected = String::from_utf8(run_peer(&case.peer, &case.stdin))?;
+        let peer_command = (resolve(case.peer.0), case.peer.1.clone());
+        let expected = String::from_utf8(run_peer(&peer_command, &case.stdin))?;
         let spawns = (sizes.spawns / 10).max(10);
         let (samples, wall) = Samples::collect(spawns, || {
-            run_peer(&case.peer, &case.stdin);
+            run_peer(&peer_command, &case.stdin);
         });
         let peer_case = format!("{}/{}-process", case.case, case.peer.0);
         let peer_line = report(&peer_case, &samples, wall, None);
