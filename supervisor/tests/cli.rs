@@ -317,3 +317,88 @@ fn an_ad_hoc_module_is_held_to_the_memory_limit_given() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_bundle_spec_packs_several_modules_and_verify_names_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        megavisor(&["keygen", "--out", key.to_str().unwrap()], b"")
+            .status
+            .success()
+    );
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest");
+    let spec = dir.path().join("bundle.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"pair\"\n\
+             [[modules]]\nwasm = \"{testbin}\"\nentries = \"{guest}/testbin/entries.json\"\n\
+             [[modules]]\nwasm = \"{reactor}\"\nentries = \"{guest}/reactor/preinit.json\"\n",
+            testbin = build_dir().join("guest/testbin.wasm").display(),
+            reactor = build_dir().join("guest/reactor.wasm").display(),
+            guest = guest.display(),
+        ),
+    )
+    .unwrap();
+    let bundle = dir.path().join("b");
+    let out = megavisor(
+        &[
+            "pack",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("pre-initializing module preinit"));
+    assert!(text(&out.stdout).contains("\"pair\"") && text(&out.stdout).contains("2 modules"));
+    let public = format!("{}.pub", key.display());
+    let b = bundle.to_str().unwrap();
+    let out = megavisor(&["verify", b, "--trusted-key", &public], b"");
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("module testbin:") && report.contains("module preinit:"),
+        "{report}"
+    );
+    assert!(
+        report.contains("pre-initialized by wizer.initialize"),
+        "{report}"
+    );
+    let out = megavisor(
+        &[
+            "run",
+            "--bundle",
+            b,
+            "--trusted-key",
+            &public,
+            "preinit-state",
+        ],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "initialized=1 square(9)=81\n");
+    // A spec with no module, or a module and --spec at once, is refused.
+    std::fs::write(&spec, "name = \"none\"\nmodules = []\n").unwrap();
+    let out = megavisor(
+        &[
+            "pack",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            b,
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at least one module"),
+        "{}",
+        text(&out.stderr)
+    );
+}

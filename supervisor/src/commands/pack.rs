@@ -17,8 +17,14 @@ use crate::render::outln;
 pub fn run(args: PackArgs) -> Result<ExitCode> {
     let signer = ManifestSigner::load(&args.key)?;
     let (name, modules) = match (&args.spec, &args.wasm, &args.entries) {
-        (Some(spec), _, _) => {
-            let spec = BundleSpec::load(spec)?;
+        (Some(path), _, _) => {
+            let spec = BundleSpec::load(path)?;
+            if spec.modules.is_empty() {
+                return Err(Error::BadRequest(format!(
+                    "bundle spec {} lists no modules: a bundle needs at least one module",
+                    path.display()
+                )));
+            }
             (spec.name, spec.modules)
         }
         (None, Some(wasm), Some(entries)) => {
