@@ -53,14 +53,14 @@ build() {
 build_js() {
     out=$out_dir/js.wasm
     if [ -f "$out" ] &&
-        [ -z "$(find "$guest_dir/js" "$guest_dir/build.sh" "$guest_dir/sources" -newer "$out" \( -name '*.c' -o -name build.sh -o -name Cargo.lock \) -print)" ]; then
+        [ -z "$(find "$guest_dir/js" "$guest_dir/common" "$guest_dir/build.sh" "$guest_dir/sources" -newer "$out" \( -name '*.[ch]' -o -name build.sh -o -name Cargo.lock \) -print)" ]; then
         echo "up to date: $out"
         return
     fi
     quickjs=$(sh "$guest_dir/sources.sh" rquickjs-sys)/quickjs
     "$python" -m ziglang cc -target wasm32-wasi -std=gnu11 -O2 -s -mexec-model=reactor \
         -D_GNU_SOURCE -D_WASI_EMULATED_SIGNAL -D_WASI_EMULATED_PROCESS_CLOCKS -w \
-        -Wl,-z,stack-size=1048576 -I"$quickjs" -o "$out.tmp" "$guest_dir/js/js.c" \
+        -Wl,-z,stack-size=1048576 -I"$quickjs" -I"$guest_dir/common" -o "$out.tmp" "$guest_dir/js/js.c" \
         "$quickjs/quickjs.c" "$quickjs/libregexp.c" "$quickjs/libunicode.c" "$quickjs/dtoa.c" \
         -lwasi-emulated-signal -lwasi-emulated-process-clocks
     mv "$out.tmp" "$out"
@@ -76,12 +76,12 @@ build_python() {
     cpython=$out_dir/wasi-python
     sh "$guest_dir/python/fetch.sh" "$cpython"
     if [ -f "$out" ] && [ -f "$out_dir/python311.zip" ] &&
-        [ -z "$(find "$guest_dir/python" "$guest_dir/build.sh" "$cpython/.fetched-"* -newer "$out" -print)" ]; then
+        [ -z "$(find "$guest_dir/python" "$guest_dir/common" "$guest_dir/build.sh" "$cpython/.fetched-"* -newer "$out" -print)" ]; then
         echo "up to date: $out"
         return
     fi
     "$python" -m ziglang cc -target wasm32-wasi -O2 -s -mexec-model=reactor -D_WASI_EMULATED_SIGNAL \
-        -Wl,-z,stack-size=1048576 -I"$cpython/include/python3.11" -o "$out.tmp" \
+        -Wl,-z,stack-size=1048576 -I"$cpython/include/python3.11" -I"$guest_dir/common" -o "$out.tmp" \
         "$guest_dir/python/python.c" "$cpython/lib/libpython3.11.a" "$cpython/lib/libmpdec.a" \
         "$cpython/lib/libexpat.a" -lwasi-emulated-signal -lwasi-emulated-getpid \
         -lwasi-emulated-process-clocks

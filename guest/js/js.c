@@ -20,6 +20,8 @@
 #include <string.h>
 #include <wasi/api.h>
 
+#include "argv.h"
+
 #include "quickjs.h"
 
 /* Exit statuses. */
@@ -125,19 +127,6 @@ static int run_jobs(void)
     while ((ran = JS_ExecutePendingJob(runtime, &job_context)) > 0) {
     }
     return ran;
-}
-
-/* The call's argv, read from WASI (a reactor has no main to receive it). */
-static char **read_argv(size_t *count)
-{
-    size_t size;
-    if (__wasi_args_sizes_get(count, &size) != 0)
-        return NULL;
-    char **argv = calloc(*count + 1, sizeof *argv);
-    char *buf = malloc(size);
-    if (argv == NULL || buf == NULL || __wasi_args_get((uint8_t **)argv, (uint8_t *)buf) != 0)
-        return NULL;
-    return argv;
 }
 
 __attribute__((export_name("run"))) int run(void)

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <wasi/api.h>
 
+#include "argv.h"
+
 /* Exit statuses. */
 #define EXIT_EXCEPTION 1
 #define EXIT_USAGE 2
@@ -55,19 +57,6 @@ __attribute__((export_name("wizer.initialize"))) void initialize(void)
     random_seed = PyObject_GetAttrString(PyDict_GetItemString(main_dict, "random"), "seed");
     if (json_loads == NULL || random_seed == NULL)
         abort();
-}
-
-/* The call's argv, read from WASI (a reactor has no main to receive it). */
-static char **read_argv(size_t *count)
-{
-    size_t size;
-    if (__wasi_args_sizes_get(count, &size) != 0)
-        return NULL;
-    char **argv = calloc(*count + 1, sizeof *argv);
-    char *buf = malloc(size);
-    if (argv == NULL || buf == NULL || __wasi_args_get((uint8_t **)argv, (uint8_t *)buf) != 0)
-        return NULL;
-    return argv;
 }
 
 /* The exit status of the pending exception: SystemExit's code, else its traceback and 1. */

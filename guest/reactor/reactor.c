@@ -8,6 +8,8 @@
 #include <string.h>
 #include <wasi/api.h>
 
+#include "../common/argv.h"
+
 /* State the initializer builds: a table and the mark that it ran. */
 static int squares[64];
 static int initialized;
@@ -23,12 +25,9 @@ __attribute__((export_name("wizer.initialize"))) void initialize(void)
 /* greet: prints its argv joined by spaces; returns 3 when its first argument is "fail". */
 __attribute__((export_name("greet"))) int greet(void)
 {
-    size_t count, size;
-    if (__wasi_args_sizes_get(&count, &size) != 0)
-        return 70;
-    char **argv = calloc(count + 1, sizeof *argv);
-    char *buf = malloc(size);
-    if (argv == NULL || buf == NULL || __wasi_args_get((uint8_t **)argv, (uint8_t *)buf) != 0)
+    size_t count;
+    char **argv = read_argv(&count);
+    if (argv == NULL)
         return 70;
     for (size_t i = 0; i < count; i++)
         printf("%s%s", i ? " " : "", argv[i]);

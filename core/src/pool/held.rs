@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use wasmtime::{Instance, Store, UpdateDeadline};
+use wasmtime::{Instance, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -42,18 +42,7 @@ impl Pool {
             None,
         );
         let mut store = self.store(state, None)?;
-        // Every tick asks the current call's `Stop` whether to go on (see `epoch`).
-        store.epoch_deadline_callback(|mut store| {
-            let state = store.data_mut();
-            match state.stop.as_ref().and_then(Stop::check) {
-                None => Ok(UpdateDeadline::Continue(1)),
-                Some(reason) => {
-                    state.stopped = Some(reason);
-                    Ok(UpdateDeadline::Interrupt)
-                }
-            }
-        });
-        store.set_epoch_deadline(1);
+        super::store::watch_stop(&mut store);
         let failed = |e: wasmtime::Error| {
             Error::Engine(format!(
                 "cannot start a session of module {}: {e:#}",

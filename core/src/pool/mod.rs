@@ -26,7 +26,7 @@ mod store;
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -160,18 +160,7 @@ impl Pool {
         let instantiating = Instant::now();
         let state = GuestState::new(wasi, memory_bytes, Some(stop.clone()));
         let mut store = self.store(state, fuel)?;
-        // Every tick asks the call's `Stop` whether to go on (see `epoch`).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut store| {
-            let state = store.data_mut();
-            match state.stop.as_ref().and_then(Stop::check) {
-                None => Ok(UpdateDeadline::Continue(1)),
-                Some(reason) => {
-                    state.stopped = Some(reason);
-                    Ok(UpdateDeadline::Interrupt)
-                }
-            }
-        });
+        store::watch_stop(&mut store);
         let in_flight = self.ticker.enter();
         let instance = self.modules[module].pre.instantiate(&mut store);
         let instantiated = Instant::now();

@@ -30,6 +30,22 @@ impl GuestState {
     }
 }
 
+/// Makes every epoch tick ask the store's current `Stop` whether the guest goes on (see
+/// `epoch`), from the next tick on.
+pub(crate) fn watch_stop(store: &mut wasmtime::Store<GuestState>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut store| {
+        let state = store.data_mut();
+        match state.stop.as_ref().and_then(Stop::check) {
+            None => Ok(wasmtime::UpdateDeadline::Continue(1)),
+            Some(reason) => {
+                state.stopped = Some(reason);
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            }
+        }
+    });
+}
+
 /// A store's WASI context (one function for every linker, so that WASI's host functions are
 /// compiled once for it).
 pub(crate) fn wasi_of(state: &mut GuestState) -> &mut WasiP1Ctx {
