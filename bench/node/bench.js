@@ -7,7 +7,8 @@
 // and connected (`await run()` and `runSync()`), against what a Node user would otherwise
 // do, measured in the same run: `child_process.spawnSync` of the native program (the peer),
 // and `node:wasi` running the same megabinary `.wasm` in a new `WebAssembly.Instance` per
-// call on a module compiled once.
+// call on a module compiled once. The code cases run the `js` tool beside `node -e` and
+// quickjs-emscripten.
 
 const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -146,6 +147,44 @@ async function main() {
     }
   }
   fs.rmSync(path.dirname(stdinPath), { recursive: true });
+  await codeCases(embedded, connected, iterations, spawns);
+}
+
+/**
+ * `js/code/expr` through the package, beside `node -e` and a published QuickJS sandbox
+ * (quickjs-emscripten from npm: QuickJS compiled to wasm, a fresh context per call, on a
+ * module loaded once).
+ */
+async function codeCases(embedded, connected, iterations, spawns) {
+  const { getQuickJS } = require('quickjs-emscripten');
+  const QuickJS = await getQuickJS();
+  const code = '[1,2,3].map(x=>x*2)';
+  const sandboxed = () => {
+    const vm = QuickJS.newContext();
+    try {
+      const result = vm.unwrapResult(vm.evalCode(code));
+      const value = vm.dump(result);
+      result.dispose();
+      return JSON.stringify(value);
+    } finally {
+      vm.dispose();
+    }
+  };
+  if (sandboxed() !== '[2,4,6]') throw new Error('quickjs-emscripten');
+  const peers = {};
+  const peer = 'node/code/expr/node-e';
+  peers[peer] = measure(peer, () => {
+    const child = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(${code}))`]);
+    if (child.stdout.toString() !== '[2,4,6]\n') throw new Error('node -e');
+  }, Math.max(spawns / 20, 10));
+  const wasmPeer = 'node/code/expr/quickjs-emscripten';
+  peers[wasmPeer] = measure(wasmPeer, sandboxed, Math.max(iterations / 20, 1), { [peer]: peers[peer] });
+  const params = { params: { code } };
+  for (const [way, driver] of [['embedded', embedded], ['ring', connected]]) {
+    if (driver.runSync('js', [], params).stdout.toString() !== '[2,4,6]\n') throw new Error(`js ${way}`);
+    await measureAsync(`node/package/${way}/code/expr`, () => driver.run('js', [], params), iterations / 10, peers);
+    measure(`node/package/${way}/code/expr/sync`, () => driver.runSync('js', [], params), iterations / 10, peers);
+  }
 }
 
 (process.argv[2] === '--node-wasi-chunk' ? async () => nodeWasiChunk(process.argv.slice(3)) : main)().catch((err) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use megavisor_client::{Call, Client};
-use megavisor_core::{Request, Runtime};
+use megavisor_core::{Caller, Request, Runtime};
 use serde_json::{Value, json};
 
 use crate::Sizes;
@@ -226,6 +226,58 @@ pub fn run(
             "{}",
             report(&format!("{}/ring", case.case), &samples, wall, Some(peer))
         );
+        if case.case == "python/code/print" {
+            session_cases(runtime, &client, &case, &expected, peer, sizes)?;
+        }
     }
+    Ok(())
+}
+
+/// `session/python/call`: the same code in one session's instance, call after call,
+/// embedded and on the ring, beside the same peer.
+fn session_cases(
+    runtime: &Runtime,
+    client: &Client,
+    case: &CodeCase,
+    expected: &str,
+    peer: (&str, f64),
+    sizes: &Sizes,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let iterations = sizes.iterations / 10;
+    let entry = runtime
+        .manifest()
+        .entry(case.tool)
+        .expect("checked by the caller");
+    let args = entry.render_arguments(&case.params)?.args;
+    let session = runtime.open_session(case.tool, &Caller::process())?;
+    let embedded = || {
+        let mut request = Request::new(case.tool).args(args.clone());
+        request.session = Some(session);
+        let out = runtime.run(&request).expect("the call succeeds");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    };
+    Samples::collect(sizes.warmup / 10, embedded);
+    let (samples, wall) = Samples::collect(iterations, embedded);
+    println!(
+        "{}",
+        report("session/python/call/embedded", &samples, wall, Some(peer))
+    );
+    runtime.close_session(session, &Caller::process())?;
+
+    let session = client.open_session(case.tool)?;
+    let call = Call::new(case.tool)
+        .params_json(case.params.to_string())
+        .session(session);
+    let connected = || {
+        let out = client.call(&call).expect("the call succeeds");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    };
+    Samples::collect(sizes.warmup / 10, connected);
+    let (samples, wall) = Samples::collect(iterations, connected);
+    println!(
+        "{}",
+        report("session/python/call/ring", &samples, wall, Some(peer))
+    );
+    client.close_session(session)?;
     Ok(())
 }
