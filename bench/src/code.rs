@@ -142,12 +142,8 @@ fn run_peer((program, args): &(String, Vec<String>), stdin: &[u8]) -> Vec<u8> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin)
-        .expect("peer reads its stdin");
+    // A peer that exits without reading all of its stdin is still measured.
+    let _ = child.stdin.take().expect("piped").write_all(stdin);
     let out = child.wait_with_output().expect("peer runs");
     assert!(out.status.success(), "{program} failed");
     out.stdout
