@@ -52,14 +52,14 @@ function timed(op, n) {
 }
 
 function measure(name, op, n, peers = {}) {
-  timed(op, Math.max(n / 10, 1));
+  timed(op, Math.max(Math.floor(n / 10), 1));
   const started = nowUs();
   const samples = timed(op, n);
   return report(name, samples, (nowUs() - started) / 1e3, peers);
 }
 
 async function measureAsync(name, op, n, peers) {
-  for (let i = 0; i < Math.max(n / 10, 1); i++) await op();
+  for (let i = 0; i < Math.max(Math.floor(n / 10), 1); i++) await op();
   const samples = new Array(n);
   const started = nowUs();
   for (let i = 0; i < n; i++) {
@@ -176,14 +176,15 @@ async function codeCases(embedded, connected, iterations, spawns) {
   peers[peer] = measure(peer, () => {
     const child = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(${code}))`]);
     if (child.stdout.toString() !== '[2,4,6]\n') throw new Error('node -e');
-  }, Math.max(spawns / 20, 10));
+  }, Math.max(Math.floor(spawns / 20), 10));
   const wasmPeer = 'node/code/expr/quickjs-emscripten';
-  peers[wasmPeer] = measure(wasmPeer, sandboxed, Math.max(iterations / 20, 1), { [peer]: peers[peer] });
+  peers[wasmPeer] = measure(wasmPeer, sandboxed, Math.max(Math.floor(iterations / 20), 1), { [peer]: peers[peer] });
   const params = { params: { code } };
   for (const [way, driver] of [['embedded', embedded], ['ring', connected]]) {
     if (driver.runSync('js', [], params).stdout.toString() !== '[2,4,6]\n') throw new Error(`js ${way}`);
-    await measureAsync(`node/package/${way}/code/expr`, () => driver.run('js', [], params), iterations / 10, peers);
-    measure(`node/package/${way}/code/expr/sync`, () => driver.runSync('js', [], params), iterations / 10, peers);
+    const n = Math.max(Math.floor(iterations / 10), 1);
+    await measureAsync(`node/package/${way}/code/expr`, () => driver.run('js', [], params), n, peers);
+    measure(`node/package/${way}/code/expr/sync`, () => driver.runSync('js', [], params), n, peers);
   }
 }
 
