@@ -27,7 +27,6 @@
 /* Exit statuses. */
 #define EXIT_EXCEPTION 1
 #define EXIT_USAGE 2
-#define EXIT_INTERNAL 70
 
 static JSRuntime *runtime;
 static JSContext *context;
@@ -133,25 +132,10 @@ __attribute__((export_name("run"))) int run(void)
 {
     if (context == NULL)
         initialize();
-    size_t argc;
-    char **argv = read_argv(&argc);
-    if (argv == NULL)
-        return EXIT_INTERNAL;
-    const char *code = NULL, *input = NULL;
-    for (size_t i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-            code = argv[++i];
-        else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
-            input = argv[++i];
-        else {
-            fprintf(stderr, "js: usage: js -c CODE [--input JSON]\n");
-            return EXIT_USAGE;
-        }
-    }
-    if (code == NULL) {
-        fprintf(stderr, "js: usage: js -c CODE [--input JSON]\n");
-        return EXIT_USAGE;
-    }
+    const char *code, *input;
+    int status = read_code_args("js", &code, &input);
+    if (status != 0)
+        return status;
     if (input != NULL) {
         JSValue parsed = JS_ParseJSON(context, input, strlen(input), "<input>");
         if (JS_IsException(parsed)) {
@@ -163,7 +147,6 @@ __attribute__((export_name("run"))) int run(void)
         JS_FreeValue(context, global);
     }
     JSValue result = JS_Eval(context, code, strlen(code), "<code>", JS_EVAL_TYPE_GLOBAL);
-    int status = 0;
     if (JS_IsException(result) || run_jobs() < 0 || print_json(result) < 0) {
         print_exception();
         status = EXIT_EXCEPTION;

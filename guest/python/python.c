@@ -22,7 +22,6 @@
 /* Exit statuses. */
 #define EXIT_EXCEPTION 1
 #define EXIT_USAGE 2
-#define EXIT_INTERNAL 70
 
 /* Imported once at pack time, so calls find them in sys.modules. */
 static const char PRELOADED[] =
@@ -100,23 +99,10 @@ static void flush_streams(void)
 __attribute__((export_name("run"))) int run(void)
 {
     __wasilibc_reset_preopens();
-    size_t argc;
-    char **argv = read_argv(&argc);
-    if (argv == NULL)
-        return EXIT_INTERNAL;
-    const char *code = NULL, *input = NULL;
-    for (size_t i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-            code = argv[++i];
-        else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
-            input = argv[++i];
-        else
-            code = NULL, i = argc;
-    }
-    if (code == NULL) {
-        fprintf(stderr, "python: usage: python -c CODE [--input JSON]\n");
-        return EXIT_USAGE;
-    }
+    const char *code, *input;
+    int usage = read_code_args("python", &code, &input);
+    if (usage != 0)
+        return usage;
     /* The snapshot's generator state is the same in every instance: reseed it from the
      * host's entropy, as a fresh interpreter would. */
     PyObject *seeded = PyObject_CallNoArgs(random_seed);
