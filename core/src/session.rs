@@ -40,8 +40,6 @@ impl Default for SessionOptions {
 
 /// One open session.
 pub(crate) struct Session {
-    /// The principal that opened it ([`crate::Identity::namespace`]).
-    pub(crate) owner: Option<u32>,
     /// Its entry's index in the manifest.
     pub(crate) entry: usize,
     pub(crate) held: HeldInstance,
@@ -51,9 +49,20 @@ pub(crate) struct Session {
 /// A session's place: `None` once it has ended while a caller still held it.
 pub(crate) type SessionSlot = Arc<Mutex<Option<Session>>>;
 
+/// An open session and whose it is. The owner stands beside the session's lock, so that
+/// telling a stranger it has no such session never waits for a call running in it.
+struct Registered {
+    /// The principal that opened it ([`crate::Identity::namespace`]).
+    owner: Option<u32>,
+    slot: SessionSlot,
+}
+
+/// The open sessions of a runtime, by id.
+type Open = Arc<Mutex<HashMap<u64, Registered>>>;
+
 /// The open sessions of a runtime.
 pub(crate) struct Sessions {
-    open: Arc<Mutex<HashMap<u64, SessionSlot>>>,
+    open: Open,
     options: SessionOptions,
 }
 
@@ -92,26 +101,34 @@ impl Sessions {
             }
         };
         let session = Session {
-            owner,
             entry,
             held,
             last_used: Instant::now(),
         };
-        open.insert(id, Arc::new(Mutex::new(Some(session))));
+        let slot = Arc::new(Mutex::new(Some(session)));
+        open.insert(id, Registered { owner, slot });
         Ok(id)
     }
 
     /// The session `id` of `owner`.
     pub(crate) fn get(&self, id: u64, owner: Option<u32>) -> Result<SessionSlot> {
-        let slot = lock(&self.open).get(&id).cloned().ok_or_else(|| gone(id))?;
-        let belongs = lock(&slot).as_ref().is_some_and(|s| s.owner == owner);
-        if belongs { Ok(slot) } else { Err(gone(id)) }
+        lock(&self.open)
+            .get(&id)
+            .filter(|registered| registered.owner == owner)
+            .map(|registered| registered.slot.clone())
+            .ok_or_else(|| gone(id))
     }
 
     /// Ends session `id` of `owner`: its instance is dropped and its slot reset.
     pub(crate) fn close(&self, id: u64, owner: Option<u32>) -> Result<()> {
-        let slot = self.get(id, owner)?;
-        lock(&self.open).remove(&id);
+        let slot = {
+            let mut open = lock(&self.open);
+            match open.get(&id) {
+                Some(registered) if registered.owner == owner => {}
+                _ => return Err(gone(id)),
+            }
+            open.remove(&id).expect("looked up above").slot
+        };
         // Waits for a call in it to end: a session runs one call at a time.
         lock(&slot).take();
         Ok(())
@@ -144,7 +161,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Closes sessions idle longer than `ttl`, looking `every` so often, until the runtime is
 /// dropped. A session in use (locked by its call) is not idle.
-fn expire_idle(open: Weak<Mutex<HashMap<u64, SessionSlot>>>, ttl: Duration, every: Duration) {
+fn expire_idle(open: Weak<Mutex<HashMap<u64, Registered>>>, ttl: Duration, every: Duration) {
     loop {
         std::thread::sleep(every);
         let Some(open) = open.upgrade() else {
@@ -154,14 +171,19 @@ fn expire_idle(open: Weak<Mutex<HashMap<u64, SessionSlot>>>, ttl: Duration, ever
             let mut open = lock(&open);
             let idle: Vec<u64> = open
                 .iter()
-                .filter(|(_, slot)| {
-                    slot.try_lock()
+                .filter(|(_, registered)| {
+                    registered
+                        .slot
+                        .try_lock()
                         .map(|s| s.as_ref().is_none_or(|s| s.last_used.elapsed() >= ttl))
                         .unwrap_or(false)
                 })
                 .map(|(id, _)| *id)
                 .collect();
-            idle.iter().filter_map(|id| open.remove(id)).collect()
+            idle.iter()
+                .filter_map(|id| open.remove(id))
+                .map(|registered| registered.slot)
+                .collect()
         };
         for slot in expired {
             lock(&slot).take();

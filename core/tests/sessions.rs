@@ -219,3 +219,33 @@ fn sessions_are_bounded_in_number_and_idle_time_and_count_against_the_pool() {
     let err = capped.open_session("js", &me).unwrap_err();
     assert!(err.to_string().contains("1 sessions are open"), "{err}");
 }
+
+#[test]
+fn a_caller_that_gives_up_ends_the_session_and_a_stranger_never_waits_for_it() {
+    let runtime = Arc::new(common::default_runtime());
+    let owner = Caller::process();
+    let session = runtime.open_session("python", &owner).unwrap();
+    let spin = code(&runtime, "python", Some(session), json!({"code": "while True: pass"}));
+    let running = {
+        let runtime = runtime.clone();
+        let owner = owner.clone();
+        std::thread::spawn(move || runtime.run_for(&spin, &owner))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // Another uid naming the busy session is told at once that there is none.
+    let stranger = Caller::new(Identity::Peer(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: Arc::from([]),
+    }));
+    let probe = code(&runtime, "python", Some(session), json!({"code": "print(1)"}));
+    let asked = std::time::Instant::now();
+    let err = runtime.run_for(&probe, &stranger).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionGone);
+    assert!(asked.elapsed() < Duration::from_millis(100), "{:?}", asked.elapsed());
+    owner.cancel.cancel();
+    let err = running.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    let after = runtime.run(&code(&runtime, "python", Some(session), json!({"code": "print(1)"})));
+    assert_eq!(after.unwrap_err().kind(), ErrorKind::SessionGone);
+}
