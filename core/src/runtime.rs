@@ -477,11 +477,22 @@ impl Runtime {
             ));
         }
         let slot = self.sessions.get(id, caller.identity.namespace())?;
-        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        // A session runs one call at a time. A call that came while another runs is refused
+        // rather than kept waiting: waiting, it would hold a guest thread that no permit
+        // accounts for, past its own deadline.
+        let mut guard = match slot.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Error::BadRequest(format!(
+                    "session {id:016x} is running another call; its calls run one at a time"
+                )));
+            }
+        };
         let session = guard.as_mut().ok_or_else(|| crate::session::gone(id))?;
         let index = session.entry;
         let entry = &self.manifest.entries[index];
-        if request.tool != ToolRef::Name(entry.name.clone()) {
+        if !matches!(&request.tool, ToolRef::Name(name) if *name == entry.name) {
             return Err(Error::BadRequest(format!(
                 "session {id:016x} is a session of {}, not of the tool this call names",
                 entry.name

@@ -5,8 +5,8 @@
 //! function, like `python` and `js`; a command's `_start` runs once per instance). It holds
 //! a pool permit and an instance slot for as long as it lives, so sessions count against
 //! the pool; at most [`SessionOptions::max`] are open at once, and never so many that no
-//! permit is left for calls outside them. Its calls run one at a time,
-//! each with its own arguments, stdin, output, mounts and time limit, under the memory cap
+//! permit is left for calls outside them. Its calls run one at a time (a call that comes
+//! while another runs is refused, not queued), each with its own arguments, stdin, output, mounts and time limit, under the memory cap
 //! the session was opened with. It is gone, its slot reset, when it is closed, when it has
 //! been idle for [`SessionOptions::idle_ttl`], when a call in it fails other than by
 //! exiting (a timeout, the memory limit, a trap: its state can no longer be trusted), or

@@ -225,7 +225,12 @@ fn a_caller_that_gives_up_ends_the_session_and_a_stranger_never_waits_for_it() {
     let runtime = Arc::new(common::default_runtime());
     let owner = Caller::process();
     let session = runtime.open_session("python", &owner).unwrap();
-    let spin = code(&runtime, "python", Some(session), json!({"code": "while True: pass"}));
+    let spin = code(
+        &runtime,
+        "python",
+        Some(session),
+        json!({"code": "while True: pass"}),
+    );
     let running = {
         let runtime = runtime.clone();
         let owner = owner.clone();
@@ -238,14 +243,38 @@ fn a_caller_that_gives_up_ends_the_session_and_a_stranger_never_waits_for_it() {
         gid: 65534,
         groups: Arc::from([]),
     }));
-    let probe = code(&runtime, "python", Some(session), json!({"code": "print(1)"}));
+    let probe = code(
+        &runtime,
+        "python",
+        Some(session),
+        json!({"code": "print(1)"}),
+    );
     let asked = std::time::Instant::now();
     let err = runtime.run_for(&probe, &stranger).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionGone);
-    assert!(asked.elapsed() < Duration::from_millis(100), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The owner's second call is refused at once: waiting, it would hold a thread.
+    let asked = std::time::Instant::now();
+    let err = runtime.run_for(&probe, &Caller::process()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");
+    assert!(err.to_string().contains("one at a time"), "{err}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        asked.elapsed()
+    );
     owner.cancel.cancel();
     let err = running.join().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
-    let after = runtime.run(&code(&runtime, "python", Some(session), json!({"code": "print(1)"})));
+    let after = runtime.run(&code(
+        &runtime,
+        "python",
+        Some(session),
+        json!({"code": "print(1)"}),
+    ));
     assert_eq!(after.unwrap_err().kind(), ErrorKind::SessionGone);
 }
