@@ -19,6 +19,8 @@ pub struct VerifiedBundle {
     pub dir: PathBuf,
     /// The parsed manifest.
     pub manifest: Manifest,
+    /// `sha256:<hex>` of the manifest file's bytes, what an image map names the bundle by.
+    pub manifest_digest: String,
     /// How the manifest's authenticity was established.
     pub authenticity: Authenticity,
     /// The verified files of each module, in the manifest's order.
@@ -57,6 +59,7 @@ impl VerifiedBundle {
             tracing::warn!(bundle = %dir.display(), %reason, "accepting manifest without a valid signature (allow-unsigned)");
         }
         let manifest = Manifest::parse(&manifest_bytes, &manifest_path)?;
+        let manifest_digest = format!("sha256:{}", Digests::of_bytes(&manifest_bytes).sha256);
         let modules = manifest
             .modules
             .iter()
@@ -76,6 +79,7 @@ impl VerifiedBundle {
         Ok(VerifiedBundle {
             dir: dir.to_owned(),
             manifest,
+            manifest_digest,
             authenticity,
             modules,
         })

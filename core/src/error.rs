@@ -252,7 +252,8 @@ impl Error {
         ) && self.kind() != ErrorKind::Internal
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, err: std::io::Error) -> Self {
+    /// An I/O failure of `action` (e.g. `read`) on `path`.
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             action,

@@ -97,6 +97,7 @@ pub struct StartupReport {
 pub struct Runtime {
     manifest: Manifest,
     authenticity: Authenticity,
+    manifest_digest: String,
     options: RuntimeOptions,
     idempotency: IdempotencyCache,
     startup: StartupReport,
@@ -176,14 +177,16 @@ impl Runtime {
             .collect::<Result<_>>()?;
         drop(bundle.modules);
         let load = loading.elapsed();
-        Self::assemble(
+        let mut runtime = Self::assemble(
             engine,
             (modules, data),
             bundle.manifest,
             bundle.authenticity,
             options,
             (verify, load, origin),
-        )
+        )?;
+        runtime.manifest_digest = bundle.manifest_digest;
+        Ok(runtime)
     }
 
     /// A runtime for one ad-hoc module that is not part of a signed bundle, as
@@ -281,6 +284,7 @@ impl Runtime {
             ),
             process_uid: nix::unistd::geteuid().as_raw(),
             sessions: Sessions::new(options.sessions),
+            manifest_digest: format!("sha256:{}", Digests::of_bytes(&manifest.to_bytes()).sha256),
             manifest,
             authenticity,
             options,
@@ -296,6 +300,12 @@ impl Runtime {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// `sha256:<hex>` of the manifest file (of the manifest as serialized, for an ad-hoc
+    /// module): the bundle's identity in an image map.
+    pub fn manifest_digest(&self) -> &str {
+        &self.manifest_digest
     }
 
     /// The tools this runtime serves.
