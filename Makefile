@@ -19,7 +19,7 @@ PY_PACKAGE   := bindings-python/python/megavisor
 NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
-.PHONY: setup demo test lint jq-peer rust-test grpc-test grpc-go-test python-test node-test c-test header bench \
+.PHONY: setup demo test lint jq-peer rust-test image-test grpc-test grpc-go-test python-test node-test c-test header bench \
 	bench-deps soak fuzz fuzz-seeds stage-bundle install install-test c-lib python-install python-venv-package node-package \
 	node-consumer clean
 
@@ -164,6 +164,10 @@ node-test: setup node-consumer
 grpc-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/grpc
 
+# recompile and run-image on images the tests build themselves (tests/image/build_image.py).
+image-test: setup $(VENV)/.installed
+	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/image
+
 # The same API from Go: a grpc-go client generated from the .proto (protoc from Debian's
 # packages, protoc-gen-go and protoc-gen-go-grpc from the Go module proxy) against a real
 # supervisor.
@@ -255,7 +259,7 @@ install: $(BUNDLE)/manifest.json
 install-test: setup
 	sh tests/install/run.sh
 
-test: lint rust-test grpc-test grpc-go-test python-test node-test c-test install-test
+test: lint rust-test grpc-test grpc-go-test python-test node-test c-test image-test install-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 	bench/soak --calls 200000 --window-ms 1000 > $(BUILD)/soak-quick.jsonl

@@ -27,6 +27,13 @@ pub enum Command {
     /// Run the entry that stands for the native binary at PATH (by content hash), or refuse
     /// with EACCES and exit 126.
     Exec(ExecArgs),
+    /// Map every executable of a container image (OCI layout or tarball) to a bundle entry,
+    /// the native sandbox or nothing, and write the signed image map and the recompiled
+    /// image.
+    Recompile(RecompileArgs),
+    /// Run PATH of a recompiled image as its image map says, or refuse with EACCES and
+    /// exit 126.
+    RunImage(RunImageArgs),
     /// Verify a bundle: signature, sizes and digests of every file.
     Verify(VerifyArgs),
     /// Generate an Ed25519 key pair for signing bundles.
@@ -245,6 +252,53 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub invoke: InvokeArgs,
     /// The native binary to stand in for, and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "PATH [ARGS]"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RecompileArgs {
+    /// The image: an OCI image layout directory, or an image tarball (OCI or `docker save`).
+    pub image: PathBuf,
+    /// Directory to write the image map, `oci/` (the image layout) and `image.tar` to.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Secret key that signs the image map (the bundle's signing key, or another the
+    /// runtime trusts).
+    #[arg(long, value_name = "FILE", env = "MEGAVISOR_SIGNING_KEY")]
+    pub key: PathBuf,
+    /// The operator's map file (TOML): `[paths]` and `[digests]` tables of `{ entry =
+    /// "NAME" }`, `"native"` or `"denied"`, which take precedence over the manifest's
+    /// originals.
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    /// The recompiled image's name (default: the original's).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The largest file a layer may hold, e.g. `512M` (default 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// Print the outcome, the whole map included, as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+}
+
+#[derive(Args)]
+pub struct RunImageArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    #[command(flatten)]
+    pub invoke: InvokeArgs,
+    /// The recompiled image (layout directory, tarball, or an unpacked root).
+    pub image: PathBuf,
+    /// The path to execute within the image, and its arguments.
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,

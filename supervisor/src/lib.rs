@@ -33,6 +33,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Tools(args) => commands::tools::run(args),
         Command::Exec(args) => commands::exec::run(args),
+        Command::Recompile(args) => commands::recompile::run(args),
+        Command::RunImage(args) => commands::run_image::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Pack(args) => commands::pack::run(args),

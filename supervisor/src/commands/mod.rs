@@ -5,7 +5,9 @@ pub mod exec;
 pub mod keygen;
 pub mod pack;
 pub mod policy;
+pub mod recompile;
 pub mod run;
+pub mod run_image;
 pub mod tools;
 pub mod verify;
 
