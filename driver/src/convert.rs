@@ -198,6 +198,7 @@ pub fn tool_list(runtime: &Runtime) -> proto::ToolList {
     let first = &manifest.modules[0].wasm.digests;
     proto::ToolList {
         bundle: manifest.name.clone(),
+        manifest_sha256: runtime.manifest_digest().to_owned(),
         wasm_sha256: first.sha256.clone(),
         wasm_blake3: first.blake3.clone(),
         modules: manifest
