@@ -35,7 +35,7 @@ $(BUILD)/guest/megabin.wasm $(BUILD)/guest/js.wasm $(BUILD)/guest/python.wasm $(
 	sh guest/build.sh $(BUILD)/guest
 
 $(MEGAVISOR): FORCE
-	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-bench
+	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-shim -p megavisor-bench
 
 $(KEY): | $(MEGAVISOR)
 	mkdir -p $(BUILD)/keys && chmod 700 $(BUILD)/keys
