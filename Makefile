@@ -19,7 +19,7 @@ PY_PACKAGE   := bindings-python/python/megavisor
 NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
-.PHONY: setup demo test lint jq-peer rust-test image-test grpc-test grpc-go-test python-test node-test c-test header bench \
+.PHONY: setup demo test lint jq-peer rust-test image-test containerd-deps containerd-test grpc-test grpc-go-test python-test node-test c-test header bench \
 	bench-deps soak fuzz fuzz-seeds stage-bundle install install-test c-lib python-install python-venv-package node-package \
 	node-consumer clean
 
@@ -164,6 +164,18 @@ node-test: setup node-consumer
 grpc-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/grpc
 
+# containerd and runc from Debian's packages, crictl from the Go module proxy: the real
+# components the shim is tested against.
+CRICTL_VERSION := v1.37.0
+containerd-deps:
+	command -v containerd >/dev/null && command -v runc >/dev/null || apt-get install -y containerd runc
+	test -x $(GOBIN)/crictl || go install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
+
+# The shim under a private containerd: ctr run, kill, the CRI with a megavisor runtime
+# handler driven by crictl, and the fast path through a supervisor.
+containerd-test: setup containerd-deps $(VENV)/.installed
+	GOBIN=$(GOBIN) MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q -rs tests/containerd
+
 # recompile and run-image on images the tests build themselves (tests/image/build_image.py).
 image-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/image
@@ -259,7 +271,7 @@ install: $(BUNDLE)/manifest.json
 install-test: setup
 	sh tests/install/run.sh
 
-test: lint rust-test grpc-test grpc-go-test python-test node-test c-test image-test install-test
+test: lint rust-test grpc-test grpc-go-test python-test node-test c-test image-test containerd-test install-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 	bench/soak --calls 200000 --window-ms 1000 > $(BUILD)/soak-quick.jsonl
