@@ -19,7 +19,7 @@ PY_PACKAGE   := bindings-python/python/megavisor
 NODE_PACKAGE := bindings-node
 NODE_BUILD   := $(BUILD)/node
 
-.PHONY: setup demo test lint jq-peer rust-test image-test containerd-deps containerd-test grpc-test grpc-go-test python-test node-test c-test header bench \
+.PHONY: setup demo test lint jq-peer rust-test image-test containerd-deps containerd-test kubernetes-test grpc-test grpc-go-test python-test node-test c-test header bench \
 	bench-deps soak fuzz fuzz-seeds stage-bundle install install-test c-lib python-install python-venv-package node-package \
 	node-consumer clean
 
@@ -176,6 +176,11 @@ containerd-deps:
 containerd-test: setup containerd-deps $(VENV)/.installed
 	GOBIN=$(GOBIN) MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q -rs tests/containerd
 
+# deploy/kubernetes decoded strictly into the Kubernetes API types (k8s.io/api and
+# sigs.k8s.io/yaml from the Go module proxy, pinned by tests/kubernetes/go.sum).
+kubernetes-test:
+	cd tests/kubernetes && MEGAVISOR_ROOT=$(CURDIR) go test -count=1 ./...
+
 # recompile and run-image on images the tests build themselves (tests/image/build_image.py).
 image-test: setup $(VENV)/.installed
 	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/image
@@ -271,7 +276,7 @@ install: $(BUNDLE)/manifest.json
 install-test: setup
 	sh tests/install/run.sh
 
-test: lint rust-test grpc-test grpc-go-test python-test node-test c-test image-test containerd-test install-test
+test: lint rust-test grpc-test grpc-go-test python-test node-test c-test image-test containerd-test kubernetes-test install-test
 	bench/run --quick > $(BUILD)/bench-quick.jsonl
 	@echo "bench smoke run: $$(wc -l < $(BUILD)/bench-quick.jsonl) cases in $(BUILD)/bench-quick.jsonl"
 	bench/soak --calls 200000 --window-ms 1000 > $(BUILD)/soak-quick.jsonl
