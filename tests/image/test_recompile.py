@@ -215,11 +215,21 @@ def test_an_operator_map_names_entries_by_path_and_by_digest(tmp_path):
 
 
 def test_the_fleet_digests_run_natively(tmp_path):
-    image = build_image(tmp_path / "img.tar", [[{"path": "bin/sh", "copy": "/bin/dash"}]])
+    image = build_image(tmp_path / "img.tar", [[{"path": "bin/sh", "copy": "/bin/dash"},
+                                                {"path": "bin/id", "copy": "/usr/bin/id"}]])
     dash_sha = hashlib.sha256(Path("/bin/dash").read_bytes()).hexdigest()
+    id_sha = hashlib.sha256(Path("/usr/bin/id").read_bytes()).hexdigest()
     result = recompile(image, tmp_path / "out", "--allow-digest", dash_sha, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["map"]["files"]["/bin/sh"]["run"] == "native"
+    files = json.loads(result.stdout)["map"]["files"]
+    assert files["/bin/sh"]["run"] == "native" and files["/bin/id"]["run"] == "denied"
+    fleet = tmp_path / "allowlist"
+    fleet.write_text(f"# the fleet\nsha256:{id_sha}\n/usr/bin/env\n")
+    result = recompile(image, tmp_path / "out2", "--allowlist", str(fleet), "--json")
+    assert result.returncode == 0, result.stderr
+    files = json.loads(result.stdout)["map"]["files"]
+    assert files["/bin/id"]["run"] == "native", "the allowlist file's digests count"
+    assert files["/bin/sh"]["run"] == "denied"
 
 
 def test_a_tampered_layer_is_refused_naming_it(tmp_path):

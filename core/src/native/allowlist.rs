@@ -5,8 +5,10 @@
 //! When digests are configured, a listed path whose content matches none of them is refused:
 //! the path names *which* binary an operator meant, the digest *what* it must be.
 //!
-//! The allowlist file has one absolute path per line; blank lines and lines starting with
-//! `#` are ignored, as is anything after ` #`. It is checked about every
+//! The allowlist file is the fleet's one list: one absolute path or one content digest per
+//! line (`sha256:HEX`, `blake3:HEX`, or 64 bare hex digits); blank lines and lines starting
+//! with `#` are ignored, as is anything after ` #`. The supervisor, `megavisor recompile`,
+//! the containerd shim and the exec gate all read it. It is checked about every
 //! [`AllowlistConfig::reload_every`] and re-read when its modification time changes; while it
 //! is missing or unreadable, the set last read stays in force.
 
@@ -113,6 +115,16 @@ struct ListFile {
     modified: Option<SystemTime>,
     checked: Option<Instant>,
     paths: HashSet<PathBuf>,
+    digests: HashSet<String>,
+}
+
+/// One line of an allowlist file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// An absolute path.
+    Path(PathBuf),
+    /// A SHA-256 or BLAKE3 digest, 64 lower-case hex digits.
+    Digest(String),
 }
 
 impl Allowlist {
@@ -144,6 +156,7 @@ impl Allowlist {
                 modified: None,
                 checked: None,
                 paths: HashSet::new(),
+                digests: HashSet::new(),
             })
         });
         Ok(Allowlist {
@@ -164,8 +177,9 @@ impl Allowlist {
         }
         let resolved = std::fs::canonicalize(binary)
             .map_err(|e| Error::NotAllowed(format!("{}: cannot resolve: {e}", binary.display())))?;
-        let listed = self.paths.contains(&resolved) || self.file_lists(&resolved);
-        if !listed && self.digests.is_empty() {
+        let (file_lists, digests) = self.current(&resolved);
+        let listed = self.paths.contains(&resolved) || file_lists;
+        if !listed && digests.is_empty() {
             return Err(Error::NotAllowed(format!(
                 "{} ({}) is not in the allowlist",
                 binary.display(),
@@ -186,7 +200,7 @@ impl Allowlist {
             .ok_or_else(|| {
                 Error::NotAllowed(format!("{} is not a regular file", resolved.display()))
             })?;
-        if self.digests.is_empty() {
+        if digests.is_empty() {
             return Ok(AllowedBinary {
                 requested: binary.to_owned(),
                 resolved,
@@ -202,8 +216,8 @@ impl Allowlist {
         }
         // What runs is a sealed copy of what was hashed: the file itself could still be
         // rewritten through another descriptor between the check and the exec.
-        let (digests, sealed) = sealed_copy(file, &resolved)?;
-        if self.digests.contains(&digests.sha256) || self.digests.contains(&digests.blake3) {
+        let (actual, sealed) = sealed_copy(file, &resolved)?;
+        if digests.contains(&actual.sha256) || digests.contains(&actual.blake3) {
             return Ok(AllowedBinary {
                 requested: binary.to_owned(),
                 resolved,
@@ -215,8 +229,8 @@ impl Allowlist {
                 "{} is listed, but its content matches none of the allowed digests \
                  (sha256 {}, blake3 {})",
                 resolved.display(),
-                digests.sha256,
-                digests.blake3
+                actual.sha256,
+                actual.blake3
             )));
         }
         // No digests of files that are not listed: the error must not become a way to
@@ -227,10 +241,17 @@ impl Allowlist {
         )))
     }
 
-    /// Whether the allowlist file lists `resolved`, re-reading it when it changed.
-    fn file_lists(&self, resolved: &Path) -> bool {
+    /// The digests allowed now: the configured ones and the file's (re-read when it
+    /// changed). What `megavisor recompile`, the shim and the exec gate allow by content.
+    pub fn digests(&self) -> HashSet<String> {
+        self.current(Path::new("")).1
+    }
+
+    /// Whether the allowlist file lists `resolved`, and the digests allowed, re-reading
+    /// the file when it changed.
+    fn current(&self, resolved: &Path) -> (bool, HashSet<String>) {
         let Some(file) = &self.file else {
-            return false;
+            return (false, self.digests.clone());
         };
         let mut file = file.lock().expect("allowlist file lock");
         let due = file
@@ -240,7 +261,8 @@ impl Allowlist {
             file.checked = Some(Instant::now());
             file.reload();
         }
-        file.paths.contains(resolved)
+        let digests = self.digests.union(&file.digests).cloned().collect();
+        (file.paths.contains(resolved), digests)
     }
 }
 
@@ -260,9 +282,17 @@ impl ListFile {
         }
         match std::fs::read_to_string(&self.path) {
             Ok(text) => {
-                self.paths = parse(&text).map(|path| resolve(&path)).collect();
+                let (mut paths, mut digests) = (HashSet::new(), HashSet::new());
+                for listed in parse(&text) {
+                    match listed {
+                        Listed::Path(path) => paths.insert(resolve(&path)),
+                        Listed::Digest(digest) => digests.insert(digest),
+                    };
+                }
+                self.paths = paths;
+                self.digests = digests;
                 self.modified = Some(modified);
-                tracing::info!(file = %self.path.display(), binaries = self.paths.len(), "allowlist read");
+                tracing::info!(file = %self.path.display(), binaries = self.paths.len(), digests = self.digests.len(), "allowlist read");
             }
             Err(e) => {
                 tracing::warn!(file = %self.path.display(), "allowlist unreadable, keeping the last set: {e}");
@@ -271,18 +301,28 @@ impl ListFile {
     }
 }
 
-/// The absolute paths an allowlist file lists.
-pub fn parse(text: &str) -> impl Iterator<Item = PathBuf> + '_ {
+/// The paths and digests an allowlist file lists.
+pub fn parse(text: &str) -> impl Iterator<Item = Listed> + '_ {
     text.lines().filter_map(|line| {
         let line = line.split_once(" #").map_or(line, |(path, _)| path).trim();
         if line.is_empty() || line.starts_with('#') {
             return None;
         }
-        if !line.starts_with('/') {
-            tracing::warn!(line, "allowlist line is not an absolute path; ignored");
-            return None;
+        if line.starts_with('/') {
+            return Some(Listed::Path(PathBuf::from(line)));
         }
-        Some(PathBuf::from(line))
+        let hex = line
+            .strip_prefix("sha256:")
+            .or_else(|| line.strip_prefix("blake3:"))
+            .unwrap_or(line);
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(Listed::Digest(hex.to_ascii_lowercase()));
+        }
+        tracing::warn!(
+            line,
+            "allowlist line is neither an absolute path nor a digest; ignored"
+        );
+        None
     })
 }
 
@@ -297,15 +337,48 @@ mod tests {
 
     #[test]
     fn the_allowlist_file_format() {
-        let text = "# allowed tools\n\n/usr/bin/ctr\n  /bin/ls   # listing\n#/bin/rm\nrelative/path\n/opt/a b #c\n";
-        let paths: Vec<_> = parse(text).collect();
+        let sha = "ab".repeat(32);
+        let blake = "CD".repeat(32);
+        let text = format!(
+            "# allowed tools\n\n/usr/bin/ctr\n  /bin/ls   # listing\n#/bin/rm\nrelative/path\n\
+             /opt/a b #c\nsha256:{sha}\nblake3:{blake} # a build\n{sha}\nsha256:abc\n"
+        );
+        let listed: Vec<_> = parse(&text).collect();
         assert_eq!(
-            paths,
+            listed,
             [
-                PathBuf::from("/usr/bin/ctr"),
-                PathBuf::from("/bin/ls"),
-                PathBuf::from("/opt/a b")
+                Listed::Path(PathBuf::from("/usr/bin/ctr")),
+                Listed::Path(PathBuf::from("/bin/ls")),
+                Listed::Path(PathBuf::from("/opt/a b")),
+                Listed::Digest(sha.clone()),
+                Listed::Digest(blake.to_ascii_lowercase()),
+                Listed::Digest(sha),
             ]
         );
+    }
+
+    #[test]
+    fn digests_in_the_file_are_reloaded_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allowlist");
+        std::fs::write(&file, "/usr/bin/true\n").unwrap();
+        let allowlist = Allowlist::new(&AllowlistConfig {
+            file: Some(file.clone()),
+            reload_every: Duration::ZERO,
+            ..AllowlistConfig::default()
+        })
+        .unwrap();
+        assert!(allowlist.digests().is_empty());
+        let digest = "0f".repeat(32);
+        std::fs::write(&file, format!("sha256:{digest}\n")).unwrap();
+        // A later modification time, whatever the file system's resolution.
+        let later = SystemTime::now() + Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(allowlist.digests(), HashSet::from([digest]));
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::process::ExitCode;
 
+use megavisor_core::native::{Allowlist, AllowlistConfig};
 use megavisor_core::{ManifestSigner, Result};
 use megavisor_image::map::Counts;
 use megavisor_image::{Disposition, Job, OperatorMap, Progress, UnpackLimits, recompile};
@@ -22,12 +23,14 @@ pub fn run(args: RecompileArgs) -> Result<ExitCode> {
         Some(path) => OperatorMap::load(path)?,
         None => OperatorMap::default(),
     };
-    let native_digests: HashSet<String> = policy::load(&args.bundle.policy, None)?
-        .native
-        .digests
-        .iter()
-        .map(|d| d.to_ascii_lowercase())
-        .collect();
+    // The fleet's allowlist, file and flags alike: what it allows by content runs natively.
+    let native = policy::load(&args.bundle.policy, None)?.native;
+    let native_digests: HashSet<String> = Allowlist::new(&AllowlistConfig {
+        file: native.allowlist_file.clone(),
+        digests: native.digests.clone(),
+        ..AllowlistConfig::default()
+    })?
+    .digests();
     let limits = UnpackLimits {
         max_file_bytes: args
             .max_file_size
