@@ -271,7 +271,17 @@ impl Runtime {
     ) -> Result<Self> {
         let (pool, warm) = Pool::new(engine, modules, &options.engine)?;
         let wasm = WasmBackend::new(pool, &manifest.entries, options.mount_roots.clone(), data)?;
-        let native = options.native.clone().map(NativeBackend::new).transpose()?;
+        let originals = manifest
+            .entries
+            .iter()
+            .flat_map(|entry| &entry.originals.digests)
+            .flat_map(|digests| [digests.sha256.clone(), digests.blake3.clone()])
+            .collect();
+        let native = options
+            .native
+            .clone()
+            .map(|native| NativeBackend::new(native, originals))
+            .transpose()?;
         let capacity =
             std::num::NonZeroUsize::new(options.idempotency_capacity.max(1)).expect("non-zero");
         Ok(Runtime {

@@ -13,6 +13,8 @@
 //!   allowed.
 //! - `tool_namespaces` (`EPERM`): a sandboxed tool making new namespaces, or typing into a
 //!   terminal.
+//! - `gated_exec` (`EPERM`): what would execute code where the exec gate (Landlock) does
+//!   not look: an anonymous memory file.
 //! - `no_clone3` (`ENOSYS`): `clone3` keeps its flags in memory a filter cannot read; the C
 //!   library falls back to `clone`, which the filters above judge.
 
@@ -33,6 +35,15 @@ pub const GUEST_THREAD: &[&str] = &[
 /// The set of a sandboxed native tool: programs and processes, but no administration and no
 /// new namespaces.
 pub const SANDBOXED_TOOL: &[&str] = &["administration", "tool_namespaces", "no_clone3"];
+
+/// The set of a sandboxed tool behind the exec gate: the sandboxed tool's, and no
+/// anonymous files to execute.
+pub const GATED_TOOL: &[&str] = &[
+    "administration",
+    "tool_namespaces",
+    "gated_exec",
+    "no_clone3",
+];
 
 /// Why a set of filters could not be compiled or installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +92,7 @@ mod tests {
     fn every_set_compiles_and_every_call_has_a_comment() {
         compile(GUEST_THREAD, None).unwrap();
         compile(SANDBOXED_TOOL, None).unwrap();
+        compile(GATED_TOOL, None).unwrap();
         let missing = compile(GUEST_THREAD, Some("{}")).unwrap_err();
         assert!(missing.to_string().contains("administration"), "{missing}");
         let filters: serde_json::Value = serde_json::from_str(FILTERS_JSON).unwrap();

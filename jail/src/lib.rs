@@ -57,6 +57,27 @@ pub struct JailSpec {
     /// under; `None` for the built-in ones.
     #[serde(default)]
     pub seccomp_filters: Option<String>,
+    /// The exec gate: when set, only these files may be executed in the sandbox, which the
+    /// kernel enforces (Landlock); `None` for no gate.
+    #[serde(default)]
+    pub exec_gate: Option<Vec<GrantedFile>>,
+}
+
+/// A file the exec gate lets the tool execute: its path inside the sandbox, and the
+/// identity of the content that was hashed (a file changed since is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantedFile {
+    /// Where the tool sees it.
+    pub path: PathBuf,
+    /// `st_dev` when it was hashed.
+    pub device: u64,
+    /// `st_ino` when it was hashed.
+    pub inode: u64,
+    /// `st_size` when it was hashed.
+    pub size: u64,
+    /// `st_mtime` when it was hashed, in nanoseconds since the epoch.
+    pub modified_ns: i128,
 }
 
 /// Where the call's output directory appears inside the sandbox.

@@ -11,6 +11,7 @@
 //! the caller checked. Any failure is written to the error descriptor and ends the jailer
 //! with [`SETUP_FAILED`] before the tool ran.
 
+mod gate;
 mod root;
 
 use std::ffi::CString;
@@ -89,8 +90,17 @@ fn jail(spec: &JailSpec) -> Result<std::convert::Infallible, String> {
     // Changing uid cleared the parent-death signal set above.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    let set = match &spec.exec_gate {
+        Some(granted) => {
+            // SAFETY: the caller passed this descriptor open on the binary.
+            let binary = unsafe { BorrowedFd::borrow_raw(spec.binary_fd) };
+            gate::restrict(granted, binary)?;
+            filters::GATED_TOOL
+        }
+        None => filters::SANDBOXED_TOOL,
+    };
     let source = spec.seccomp_filters.as_deref();
-    let filters = filters::compile(filters::SANDBOXED_TOOL, source).map_err(|e| e.to_string())?;
+    let filters = filters::compile(set, source).map_err(|e| e.to_string())?;
     filters::install(&filters).map_err(|e| e.to_string())?;
     let cwd = if spec.namespaces.mount {
         megavisor_jail::WORKSPACE

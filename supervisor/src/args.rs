@@ -122,6 +122,11 @@ pub struct PolicyArgs {
     /// `sandbox.enabled`).
     #[arg(long)]
     pub sandbox: bool,
+    /// The exec gate in the sandbox: tools may execute only files whose content the
+    /// allowlist's digests or the manifest's originals allow, enforced by Landlock
+    /// (`sandbox.exec_gate`).
+    #[arg(long)]
+    pub exec_gate: bool,
     /// The sandbox's root directory (`sandbox.root`; default: a fresh one showing /usr,
     /// /bin, /lib, /etc read-only).
     #[arg(long, value_name = "DIR")]

@@ -23,6 +23,8 @@ pub(crate) struct Jail<'a> {
     pub workspace: Option<PathBuf>,
     /// The call's output directory, shown inside the sandbox at `/out`.
     pub out_dir: Option<&'a Path>,
+    /// The files the exec gate grants, when the sandbox has the gate.
+    pub exec_gate: Option<Vec<megavisor_jail::GrantedFile>>,
 }
 
 impl Jail<'_> {
@@ -48,6 +50,7 @@ impl Jail<'_> {
             self.cgroups.clone(),
             self.workspace.clone(),
             self.out_dir.map(Path::to_owned),
+            self.exec_gate.clone(),
         );
         // The spec (with the tool's environment) travels in a descriptor, not on the
         // command line where every user could read it.

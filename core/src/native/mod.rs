@@ -11,10 +11,12 @@
 pub mod allowlist;
 pub mod cgroup;
 mod direct;
+mod gate;
 mod jailed;
 mod process;
 pub mod sandbox;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,10 @@ pub(crate) struct NativeBackend {
     options: NativeOptions,
     /// The cgroup hierarchies, when the sandbox uses cgroups.
     hierarchies: Option<Hierarchies>,
+    /// The exec gate, when the sandbox has one.
+    gate: Option<gate::ExecGate>,
+    /// Digests the gate allows besides the allowlist's: the manifest's originals.
+    gate_digests: HashSet<String>,
     spawner: process::Spawner,
 }
 
@@ -90,7 +96,9 @@ pub(crate) struct NativePlan {
 }
 
 impl NativeBackend {
-    pub(crate) fn new(options: NativeOptions) -> Result<Self> {
+    /// The backend of `options`; `originals` are the digests the manifest's entries stand
+    /// for, which the exec gate allows too.
+    pub(crate) fn new(options: NativeOptions, originals: HashSet<String>) -> Result<Self> {
         let sandboxed_cgroups = options
             .sandbox
             .as_ref()
@@ -99,10 +107,17 @@ impl NativeBackend {
         if let Some(hierarchies) = &hierarchies {
             hierarchies.sweep_stale();
         }
+        let gate = options
+            .sandbox
+            .as_ref()
+            .is_some_and(|s| s.exec_gate)
+            .then(gate::ExecGate::default);
         Ok(NativeBackend {
             allowlist: Allowlist::new(&options.allowlist)?,
             options,
             hierarchies,
+            gate,
+            gate_digests: originals,
             spawner: process::Spawner::start()?,
         })
     }
@@ -148,6 +163,7 @@ impl NativeBackend {
                 cgroups: group.map(|g| g.dirs()).unwrap_or_default(),
                 workspace: workspace_of(sandbox, call.caller.identity.namespace())?,
                 out_dir: call.out_dir.as_deref(),
+                exec_gate: self.granted(sandbox, &plan.binary)?,
             }),
             None => process::How::Direct(direct::Direct {
                 cwd: &self.options.cwd,
@@ -163,6 +179,29 @@ impl NativeBackend {
             output_bytes: call.output_bytes,
             how,
         })
+    }
+}
+
+impl NativeBackend {
+    /// What the exec gate lets this call execute: the allowed files of the root and the
+    /// interpreter of the binary itself (which the jailer grants by its descriptor).
+    fn granted(
+        &self,
+        sandbox: &SandboxOptions,
+        binary: &AllowedBinary,
+    ) -> Result<Option<Vec<megavisor_jail::GrantedFile>>> {
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        let mut allowed = self.allowlist.digests();
+        allowed.extend(self.gate_digests.iter().cloned());
+        let mut granted = gate.granted(sandbox, &allowed)?;
+        if let Some(interpreter) = gate.interpreter_of(sandbox, &binary.file)
+            && !granted.iter().any(|g| g.path == interpreter.path)
+        {
+            granted.push(interpreter);
+        }
+        Ok(Some(granted))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use megavisor_jail::JailSpec;
+use megavisor_jail::{GrantedFile, JailSpec};
 pub use megavisor_jail::{Namespaces, Rlimits};
 
 use super::cgroup::{CgroupVersion, ResourceLimits};
@@ -38,6 +38,12 @@ pub struct SandboxOptions {
     /// The seccomp filters (seccompiler's JSON) of sandboxed tools; `None` for the built-in
     /// ones.
     pub seccomp_filters: Option<String>,
+    /// The exec gate: a tool may execute only files whose content is allowed (the
+    /// allowlist's digests, the manifest's originals), enforced by the kernel (Landlock);
+    /// a host without Landlock refuses to start gated tools.
+    pub exec_gate: bool,
+    /// The directories (as the sandbox shows them) whose files the gate may grant.
+    pub gate_dirs: Vec<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -69,6 +75,18 @@ impl Default for SandboxOptions {
             cgroups: Some(CgroupVersion::Auto),
             hostname: "megavisor".to_owned(),
             seccomp_filters: None,
+            exec_gate: false,
+            gate_dirs: [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
         }
     }
 }
@@ -85,6 +103,7 @@ impl SandboxOptions {
         cgroups: Vec<PathBuf>,
         workspace: Option<PathBuf>,
         out_dir: Option<PathBuf>,
+        exec_gate: Option<Vec<GrantedFile>>,
     ) -> JailSpec {
         JailSpec {
             binary_fd,
@@ -103,6 +122,7 @@ impl SandboxOptions {
             out_dir,
             hostname: self.hostname.clone(),
             seccomp_filters: self.seccomp_filters.clone(),
+            exec_gate,
         }
     }
 }

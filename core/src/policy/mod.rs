@@ -132,6 +132,11 @@ pub struct SandboxPolicy {
     pub file_size: Option<Size>,
     /// RLIMIT_CPU, in seconds.
     pub cpu_seconds: Option<u64>,
+    /// The exec gate: tools may execute only files whose content the allowlist's digests
+    /// or the manifest's originals allow, enforced by the kernel (Landlock, required).
+    pub exec_gate: bool,
+    /// The directories whose files the gate may grant (as the sandbox shows them).
+    pub gate_dirs: Vec<PathBuf>,
 }
 
 /// `[cgroups]`: the resources of each sandboxed native call.
@@ -229,6 +234,8 @@ impl Default for SandboxPolicy {
             open_files: sandbox.rlimits.open_files,
             file_size: sandbox.rlimits.file_bytes.map(Size),
             cpu_seconds: sandbox.rlimits.cpu_seconds,
+            exec_gate: false,
+            gate_dirs: sandbox.gate_dirs,
         }
     }
 }
@@ -391,7 +398,11 @@ impl Policy {
             return Ok(None);
         };
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-        for set in [filters::GUEST_THREAD, filters::SANDBOXED_TOOL] {
+        for set in [
+            filters::GUEST_THREAD,
+            filters::SANDBOXED_TOOL,
+            filters::GATED_TOOL,
+        ] {
             filters::compile(set, Some(&text))
                 .map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?;
         }
@@ -513,6 +524,8 @@ impl Policy {
             },
             hostname: sandbox.hostname.clone(),
             seccomp_filters,
+            exec_gate: sandbox.exec_gate,
+            gate_dirs: sandbox.gate_dirs.clone(),
         }
     }
 

@@ -34,6 +34,7 @@ fn apply(policy: &mut Policy, args: &PolicyArgs) {
     }
     let sandbox = &mut policy.sandbox;
     sandbox.enabled |= args.sandbox;
+    sandbox.exec_gate |= args.exec_gate;
     sandbox.network |= args.network;
     replace(&mut sandbox.root, &args.sandbox_root);
     replace(&mut sandbox.workspace, &args.workspace);
