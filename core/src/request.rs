@@ -89,6 +89,10 @@ pub struct Request {
     /// Run in this session (see [`crate::Runtime::open_session`]) instead of a fresh
     /// instance.
     pub session: Option<u64>,
+    /// argv\[0\] of a native tool, when it is not the path requested: the name a
+    /// busybox-style binary dispatches on (`/bin/sh` for `/bin/busybox`). Set by the
+    /// process's own callers only (it is not on the wire); refused for an entry.
+    pub argv0: Option<String>,
 }
 
 impl Request {
@@ -104,6 +108,7 @@ impl Request {
             limits: Limits::default(),
             execution_id: None,
             session: None,
+            argv0: None,
         }
     }
 

@@ -367,6 +367,12 @@ impl Runtime {
             return self.run_in_session(id, request, caller);
         }
         let target = self.resolve(&request.tool)?;
+        if request.argv0.is_some() && matches!(target, Target::Entry(..)) {
+            return Err(Error::BadRequest(
+                "argv0 names a native tool's argv[0]; an entry's is always its entry point"
+                    .to_owned(),
+            ));
+        }
         let admitted = admission::admit(&self.options, request)?;
         let stop = Stop::new(caller, self.limit_of(target, request.limits.timeout)?);
         let execute = || match target {

@@ -80,6 +80,7 @@ pub fn request(runtime: &Runtime, call: proto::Call) -> Result<Request, Box<prot
         },
         execution_id: Some(call.execution_id).filter(|id| !id.is_empty()),
         session: Some(call.session).filter(|id| *id != 0),
+        argv0: None,
     })
 }
 

@@ -172,6 +172,7 @@ impl NativeBackend {
         };
         Ok(process::Launch {
             binary: &plan.binary,
+            argv0: call.request.argv0.as_deref(),
             args: &call.request.args,
             env: &call.env,
             stdin: &call.request.stdin,

@@ -26,6 +26,8 @@ use crate::error::{Error, Result};
 /// What to run and how.
 pub(crate) struct Launch<'a> {
     pub binary: &'a AllowedBinary,
+    /// argv\[0\], when not the path requested.
+    pub argv0: Option<&'a str>,
     pub args: &'a [String],
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
@@ -116,7 +118,10 @@ pub(crate) fn run(
     launch: &Launch<'_>,
     kill_rest: &dyn Fn(),
 ) -> Result<Finished> {
-    let argv0 = launch.binary.requested.display().to_string();
+    let argv0 = launch.argv0.map_or_else(
+        || launch.binary.requested.display().to_string(),
+        str::to_owned,
+    );
     let Prepared {
         mut command,
         program,
