@@ -258,3 +258,32 @@ def test_gzip_layers_of_an_oci_layout_unpack(tmp_path):
     result = recompile(image, tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["mapped"] == 3
+
+
+BUSYBOX = Path("/bin/busybox")
+# An image of a static busybox (its shell and cat are links to it) and the host's id.
+NATIVE_LAYERS = [[
+    {"path": "bin/busybox", "copy": str(BUSYBOX)},
+    {"path": "bin/sh", "symlink": "busybox"},
+    {"path": "bin/cat", "symlink": "/bin/busybox"},
+    {"path": "usr/bin/id", "copy": "/usr/bin/id"},
+    {"path": "etc/motd", "text": "x\ny\n"},
+]]
+
+
+def test_a_native_path_runs_in_the_sandbox_behind_the_exec_gate(tmp_path):
+    if os.geteuid() != 0 or not BUSYBOX.is_file():
+        reason = "needs root (the sandbox) and a static busybox (make image-test installs it)"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    image = build_image(tmp_path / "native.tar", NATIVE_LAYERS)
+    busybox = hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    result = recompile(image, tmp_path / "out", "--allow-digest", busybox, "--json")
+    assert result.returncode == 0, result.stderr
+    files = json.loads(result.stdout)["map"]["files"]
+    assert files["/bin/sh"]["run"] == "native" and files["/usr/bin/id"]["run"] == "denied"
+    ran = megavisor("run-image", *TRUST, str(tmp_path / "out" / "oci"), "/bin/sh", "-c",
+                    "echo hi; cat /etc/motd; /usr/bin/id; echo rc=$?")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "hi\nx\ny\nrc=126\n", "busybox dispatched on its name; id refused"
+    assert "/usr/bin/id: Permission denied" in ran.stderr

@@ -1,18 +1,20 @@
 //! `megavisor run-image IMAGE PATH [ARGS]`: runs what the image map says runs for PATH of
-//! a recompiled image, in a fresh instance with the image's root mounted read-only at `/`;
-//! a path that is not in the map, or whose content is no longer what the map records, is
-//! refused with EACCES (exit 126).
+//! a recompiled image: its entry in a fresh instance with the image's root mounted
+//! read-only at `/`, or, for a path the map runs natively, the binary itself in the native
+//! sandbox on the image's root behind the exec gate (which needs root). A path that is not
+//! in the map, or whose content is no longer what the map records, is refused with EACCES
+//! (exit 126).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use megavisor_core::capability::Grant;
-use megavisor_core::{Access, Error, Mount, Result};
+use megavisor_core::{Access, Error, Mount, Result, Runtime, ToolRef};
 use megavisor_image::map::{MAP_DIR, MAP_FILE};
 use megavisor_image::unpack::{TempDir, unpack_to_scratch};
-use megavisor_image::{Disposition, MappedRoot, UnpackLimits};
+use megavisor_image::{Disposition, MappedRoot, Resolved, UnpackLimits};
 
-use super::{build_request, open_runtime, trust_policy};
+use super::{build_request, bundle_dir, open_runtime, policy, trust_policy};
 use crate::args::RunImageArgs;
 use crate::render;
 
@@ -26,11 +28,7 @@ pub fn run(args: RunImageArgs) -> Result<ExitCode> {
         .check_bundle(&runtime.manifest().name, runtime.manifest_digest())?;
     let resolved = mapped.resolve(path)?;
     let Disposition::Entry(tool) = &resolved.run else {
-        return Err(Error::NotAllowed(format!(
-            "{path} (sha256 {}) runs natively by the image map; run-image runs only mapped \
-             entries (native ones run through the shim, in the native sandbox)",
-            resolved.digests.sha256
-        )));
+        return run_native(&args, &mapped, &resolved, tool_args);
     };
     let mut request = build_request(tool, tool_args, &args.invoke)?;
     let entry = runtime
@@ -54,6 +52,46 @@ pub fn run(args: RunImageArgs) -> Result<ExitCode> {
             access: Access::ReadOnly,
         });
     }
+    Ok(render::report(runtime.run(&request), args.invoke.json))
+}
+
+/// Runs a path the map gives to the native sandbox: the binary itself, in a sandbox whose
+/// read-only root is the image's, behind the exec gate, which lets it (and what it starts)
+/// execute only the image's files that the map runs natively.
+fn run_native(
+    args: &RunImageArgs,
+    mapped: &MappedRoot,
+    resolved: &Resolved,
+    tool_args: &[String],
+) -> Result<ExitCode> {
+    let root = mapped.root().dir();
+    let mut policy = policy::load(&args.bundle.policy, None)?;
+    policy.native.binaries.clear();
+    policy.native.allowlist_file = None;
+    policy.native.digests = mapped
+        .map()
+        .files
+        .values()
+        .filter(|mapping| mapping.run == Disposition::Native)
+        .map(|mapping| mapping.digests.sha256.clone())
+        .collect();
+    policy.sandbox.enabled = true;
+    policy.sandbox.exec_gate = true;
+    policy.sandbox.root = Some(root.to_owned());
+    let mut options = policy.runtime_options(args.bundle.trust.cache_dir.clone())?;
+    options.engine.max_concurrency = 1;
+    let runtime = Runtime::open(
+        &bundle_dir(&args.bundle),
+        &trust_policy(&args.bundle.trust)?,
+        options,
+    )?;
+    // The file the map's check hashed, by the path the kernel resolved inside the image:
+    // no symlink is followed again on the host.
+    let binary = root.join(resolved.file_path.trim_start_matches('/'));
+    let mut request = build_request(&resolved.path, tool_args, &args.invoke)?;
+    request.tool = ToolRef::Native(binary);
+    // As it was called: a busybox-style binary dispatches on the name.
+    request.argv0 = Some(resolved.path.clone());
     Ok(render::report(runtime.run(&request), args.invoke.json))
 }
 
