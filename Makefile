@@ -169,6 +169,7 @@ grpc-test: setup $(VENV)/.installed
 CRICTL_VERSION := v1.37.0
 containerd-deps:
 	command -v containerd >/dev/null && command -v runc >/dev/null || apt-get install -y containerd runc
+	test -x /bin/busybox || apt-get install -y busybox-static
 	test -x $(GOBIN)/crictl || go install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 
 # The shim under a private containerd: ctr run, kill, the CRI with a megavisor runtime
@@ -183,7 +184,8 @@ kubernetes-test:
 
 # recompile and run-image on images the tests build themselves (tests/image/build_image.py).
 image-test: setup $(VENV)/.installed
-	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q tests/image
+	test -x /bin/busybox || apt-get install -y busybox-static
+	MEGAVISOR=$(MEGAVISOR) $(VENV)/bin/python -m pytest -q -rs tests/image
 
 # The same API from Go: a grpc-go client generated from the .proto (protoc from Debian's
 # packages, protoc-gen-go and protoc-gen-go-grpc from the Go module proxy) against a real

@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -21,7 +23,7 @@ use megavisor_driver::{Cancel, Output};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Spec;
 
-use crate::runner::{Process, Refusal, Runner};
+use crate::runner::{Process, Refusal, Runner, Work};
 
 /// The annotation the CRI sets on a pod's containers, naming their kind.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
@@ -45,6 +47,8 @@ struct Life {
     exited_at: Option<Timestamp>,
     /// Gives up on the running call.
     cancel: Option<Cancel>,
+    /// The process running a native binary.
+    child: Option<nix::unistd::Pid>,
     /// The signal a kill sent, for the exit status of the call it stopped.
     killed_by: Option<u32>,
 }
@@ -162,7 +166,8 @@ impl Container {
     /// Runs the process's call and writes what it printed; returns its exit status.
     fn run(&self, runner: &Runner, process: &Process) -> u32 {
         let call = match runner.prepare(&self.rootfs, process) {
-            Ok(call) => call,
+            Ok(Work::Call(call)) => call,
+            Ok(Work::Native(command)) => return self.run_native(command),
             Err(Refusal {
                 exit_status,
                 message,
@@ -204,6 +209,55 @@ impl Container {
                 }
             }
             Err(_) => 1, // the driver dropped the call without an answer
+        }
+    }
+
+    /// Runs a native binary's command with stdout and stderr on containerd's FIFOs;
+    /// returns its exit status (128 + a signal that ended it).
+    fn run_native(&self, mut command: Command) -> u32 {
+        let stdio = |fifo: &str| -> std::io::Result<Stdio> {
+            if fifo.is_empty() {
+                return Ok(Stdio::null());
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(fifo)?;
+            Ok(Stdio::from(file))
+        };
+        let spawned = stdio(&self.stdout).and_then(|stdout| {
+            let stderr = stdio(&self.stderr)?;
+            command
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.write_stream(STDERR, format!("megavisor: cannot start: {e}\n").as_bytes());
+                return 126;
+            }
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let killed = {
+            let mut life = self.life.lock().expect("container lock");
+            life.child = Some(pid);
+            life.killed_by
+        };
+        if let Some(signal) = killed {
+            signal_child(pid, signal);
+        }
+        let status = child.wait();
+        self.life.lock().expect("container lock").child = None;
+        match status {
+            Ok(status) => status
+                .code()
+                .map(|code| code as u32)
+                .or_else(|| status.signal().map(|signal| 128 + signal as u32))
+                .unwrap_or(1),
+            Err(_) => 1,
         }
     }
 
@@ -270,6 +324,9 @@ impl Container {
                 if let Some(cancel) = &life.cancel {
                     cancel.cancel();
                 }
+                if let Some(child) = life.child {
+                    signal_child(child, signal);
+                }
                 false
             }
             _ => {
@@ -288,6 +345,15 @@ impl Container {
         }
         (life.exit_status, life.exited_at.clone())
     }
+}
+
+/// Sends `signal` (a number from containerd) to a native binary's process.
+fn signal_child(pid: nix::unistd::Pid, signal: u32) {
+    let signal = i32::try_from(signal)
+        .ok()
+        .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+        .unwrap_or(nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(pid, signal);
 }
 
 /// Index of stdout in `Container::streams`.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 use std::str::FromStr;
 
 use megavisor_core::capability::Grant;
@@ -58,9 +59,19 @@ pub struct Process {
     pub cwd: String,
 }
 
+/// What stands for a container's process.
+pub enum Work {
+    /// A call of a bundle entry.
+    Call(Call),
+    /// The image's own binary, which the map runs natively: `megavisor run-image` on the
+    /// container's root runs it in the native sandbox behind the exec gate.
+    Native(Command),
+}
+
 /// The driver and what the shim knows of its bundle.
 pub struct Runner {
     driver: Driver,
+    config: ShimConfig,
     bundle_name: String,
     manifest_digest: String,
     tools: HashMap<String, Tool>,
@@ -87,6 +98,7 @@ impl Runner {
         let trust = TrustPolicy::from_key_files(&keys).map_err(|e| e.to_string())?;
         Ok(Runner {
             driver,
+            config: config.clone(),
             bundle_name: list.bundle,
             manifest_digest: list.manifest_sha256,
             tools: list
@@ -103,9 +115,9 @@ impl Runner {
         &self.driver
     }
 
-    /// The call that stands for `process` of the image whose root is `rootfs`, or why the
-    /// process may not run.
-    pub fn prepare(&self, rootfs: &Path, process: &Process) -> Result<Call, Refusal> {
+    /// What stands for `process` of the image whose root is `rootfs`, or why the process
+    /// may not run.
+    pub fn prepare(&self, rootfs: &Path, process: &Process) -> Result<Work, Refusal> {
         let mapped = MappedRoot::open(rootfs, &self.trust).map_err(Refusal::from_error)?;
         mapped
             .map()
@@ -119,10 +131,10 @@ impl Runner {
         let resolved = mapped.resolve(&path).map_err(Refusal::from_error)?;
         let tool = match &resolved.run {
             Disposition::Entry(tool) => tool,
-            Disposition::Native | Disposition::Denied => {
+            Disposition::Native => return self.native(rootfs, &path, args),
+            Disposition::Denied => {
                 return Err(Refusal::denied(format!(
-                    "EACCES: {path} (sha256 {}) runs natively by the image map, and this \
-                     shim runs only the bundle's entries",
+                    "EACCES: {path} (sha256 {}) is not in the image map as runnable",
                     resolved.digests.sha256
                 )));
             }
@@ -155,7 +167,25 @@ impl Runner {
         if grant.check_mount(tool, "/", Access::ReadOnly).is_ok() {
             call = call.mount(rootfs.to_string_lossy(), "/", false);
         }
-        Ok(call)
+        Ok(Work::Call(call))
+    }
+
+    /// `megavisor run-image ROOTFS PATH ARGS`, which checks the map again and runs the
+    /// binary natively; it needs the bundle on this node (the config's `bundle`).
+    fn native(&self, rootfs: &Path, path: &str, args: &[String]) -> Result<Work, Refusal> {
+        let megavisor = std::env::current_exe()
+            .map(|exe| exe.with_file_name("megavisor"))
+            .map_err(|e| Refusal::denied(format!("cannot find the megavisor program: {e}")))?;
+        let mut command = Command::new(megavisor);
+        command
+            .arg("run-image")
+            .arg("--bundle")
+            .arg(self.config.bundle_dir());
+        for key in self.config.keys() {
+            command.arg("--trusted-key").arg(key);
+        }
+        command.arg(rootfs).arg(path).args(args).env_clear();
+        Ok(Work::Native(command))
     }
 }
 

@@ -211,6 +211,28 @@ def test_an_image_that_was_not_recompiled_is_refused(containerd, tmp_path):
     assert result.returncode == 126 and "has no image map" in result.stderr
 
 
+def test_a_native_binary_runs_in_the_sandbox_behind_the_exec_gate(containerd, tmp_path):
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        print("SKIPPED: no static busybox (make containerd-test installs it)")
+        pytest.skip("no static busybox")
+    import hashlib
+    layers = [[
+        {"path": "bin/busybox", "copy": str(busybox)},
+        {"path": "bin/sh", "symlink": "busybox"},
+        {"path": "usr/bin/id", "copy": "/usr/bin/id"},
+    ]]
+    digest = hashlib.sha256(busybox.read_bytes()).hexdigest()
+    name = "docker.io/library/megavisor-native:1"
+    tarball = recompile(tmp_path, layers, name, "--allow-digest", digest)
+    assert containerd.ctr("images", "import", "--snapshotter", "native",
+                          str(tarball)).returncode == 0
+    result = containerd.run(name, "native", "/bin/sh", "-c", "echo from busybox; /usr/bin/id")
+    assert result.stdout == "from busybox\n", result.stderr
+    assert "/usr/bin/id: Permission denied" in result.stderr
+    assert result.returncode == 126
+
+
 def test_kill_stops_a_running_tool(containerd, tools_image):
     name = "killed"
     running = subprocess.Popen(
