@@ -192,7 +192,8 @@ fn embedded_cases(
 
 /// `/bin/true` as a native tool, against the same fork/exec: allowlisted and run as a plain
 /// process (`native/direct/true`), and through the whole sandbox: jailer, namespaces,
-/// pivot_root, cgroup, seccomp (`native/sandboxed/true`; needs root, else reported skipped).
+/// pivot_root, cgroup, seccomp (`native/sandboxed/true`; needs root, else reported skipped);
+/// then behind the exec gate too (`gate/sandboxed/true`, against `native/sandboxed/true`).
 fn native_cases(
     bundle: &std::path::Path,
     key: &std::path::Path,
@@ -202,19 +203,36 @@ fn native_cases(
     let policy = TrustPolicy::from_key_files(&[key.to_owned()])?;
     let allowlist = AllowlistConfig {
         paths: vec!["/bin/true".into()],
+        // The gate grants what the digests allow: /bin/true itself.
+        digests: vec![
+            megavisor_core::Digests::of_file(std::path::Path::new("/bin/true"))?
+                .0
+                .sha256,
+        ],
         ..AllowlistConfig::default()
     };
-    let mut cases = vec![("native/direct/true", None)];
+    let mut cases = vec![("native/direct/true", None, true)];
     if nix::unistd::geteuid().is_root() {
-        cases.push(("native/sandboxed/true", Some(SandboxOptions::default())));
+        let gated = SandboxOptions {
+            exec_gate: true,
+            ..SandboxOptions::default()
+        };
+        cases.push((
+            "native/sandboxed/true",
+            Some(SandboxOptions::default()),
+            true,
+        ));
+        cases.push(("gate/sandboxed/true", Some(gated), false));
     } else {
-        let skipped = "the sandbox needs root";
-        println!(
-            "{}",
-            json!({"case": "native/sandboxed/true", "skipped": skipped})
-        );
+        for case in ["native/sandboxed/true", "gate/sandboxed/true"] {
+            println!(
+                "{}",
+                json!({"case": case, "skipped": "the sandbox needs root"})
+            );
+        }
     }
-    for (case, sandbox) in cases {
+    let mut sandboxed_p50 = None;
+    for (case, sandbox, against_spawn) in cases {
         let options = RuntimeOptions {
             native: Some(NativeOptions {
                 allowlist: allowlist.clone(),
@@ -232,7 +250,15 @@ fn native_cases(
         };
         Samples::collect(sizes.spawns / 10, call);
         let (samples, wall) = Samples::collect(sizes.spawns, call);
-        println!("{}", report(case, &samples, wall, Some(peer)));
+        let against = match (against_spawn, sandboxed_p50) {
+            (false, Some(p50)) => ("native/sandboxed/true", p50),
+            _ => peer,
+        };
+        let line = report(case, &samples, wall, Some(against));
+        if case == "native/sandboxed/true" {
+            sandboxed_p50 = line["p50_us"].as_f64();
+        }
+        println!("{line}");
     }
     Ok(())
 }
