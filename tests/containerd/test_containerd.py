@@ -7,7 +7,6 @@ plugin with a `megavisor` runtime handler and `crictl`."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from daemon import RUNTIME, Containerd, why_containerd_cannot_run  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
@@ -23,7 +25,6 @@ MEGAVISOR = Path(os.environ.get("MEGAVISOR", RELEASE / "megavisor"))
 SHIM = MEGAVISOR.with_name("containerd-shim-megavisor-v1")
 BUILD_IMAGE = ROOT / "tests" / "image" / "build_image.py"
 KEY = BUILD / "keys" / "megavisor"
-RUNTIME = "io.containerd.megavisor.v1"
 CRICTL = shutil.which("crictl") or str(Path(os.environ.get("GOBIN", "")) / "crictl")
 
 TOOLS_IMAGE = "docker.io/library/megavisor-tools:1"
@@ -41,102 +42,14 @@ PAUSE_IMAGE = "docker.io/library/megavisor-pause:1"
 OPERATOR_MAP = '[paths]\n"/usr/bin/python3" = { entry = "python" }\n'
 
 
-def why_containerd_cannot_run():
-    if os.geteuid() != 0:
-        return "containerd needs root"
-    for tool in ["containerd", "ctr"]:
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (make containerd-test installs it)"
-    if not SHIM.exists():
-        return f"{SHIM} was not built"
-    return None
-
-
-class Containerd:
-    """A private containerd: its own config, root, state and socket under a temp dir, with
-    the shim on its PATH and the default bundle and key in its environment (what an
-    embedded shim loads)."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.socket = work / "containerd.sock"
-        bin_dir = work / "bin"
-        bin_dir.mkdir()
-        (bin_dir / SHIM.name).symlink_to(SHIM)
-        self.sandbox_image = PAUSE_IMAGE
-        (work / "config.toml").write_text(f"""
-version = 2
-root = "{work}/root"
-state = "{work}/state"
-[grpc]
-  address = "{self.socket}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{self.sandbox_image}"
-  restrict_oom_score_adj = true
-  disable_tcp_service = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.megavisor]
-      runtime_type = "{RUNTIME}"
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{work}/cni/bin"
-  conf_dir = "{work}/cni/conf"
-""")
-        env = dict(os.environ)
-        env["PATH"] = f"{bin_dir}:{env['PATH']}"
-        env["MEGAVISOR_BUNDLE"] = str(BUILD / "bundle")
-        env["MEGAVISOR_TRUSTED_KEY"] = str(KEY) + ".pub"
-        env.pop("MEGAVISOR_SHIM_CONFIG", None)
-        self.log = open(work / "containerd.log", "w")
-        self.process = subprocess.Popen(
-            ["containerd", "--config", str(work / "config.toml")],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while self.ctr("version").returncode != 0:
-            assert self.process.poll() is None, (work / "containerd.log").read_text()
-            assert time.monotonic() < deadline, "containerd did not come up in 30 s"
-            time.sleep(0.2)
-
-    def ctr(self, *args, namespace="default", timeout=60, **kwargs):
-        return subprocess.run(
-            ["ctr", "-a", str(self.socket), "-n", namespace, *args],
-            capture_output=True, text=True, timeout=timeout, **kwargs,
-        )
-
-    def run(self, image, name, *command, extra=(), timeout=60):
-        return self.ctr(
-            "run", "--rm", "--snapshotter", "native", "--runtime", RUNTIME, *extra,
-            image, name, *command, timeout=timeout,
-        )
-
-    def shims(self):
-        """The shims serving this containerd, by pid."""
-        found = subprocess.run(["pgrep", "-f", f"{SHIM.name}.*{self.socket}"],
-                               capture_output=True, text=True).stdout.split()
-        return [int(pid) for pid in found]
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        for pid in self.shims():
-            os.kill(pid, signal.SIGKILL)
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def containerd():
-    reason = why_containerd_cannot_run()
+    reason = why_containerd_cannot_run(SHIM)
     if reason:
         print(f"SKIPPED: {reason}")
         pytest.skip(reason)
     work = Path(tempfile.mkdtemp(prefix="megavisor-containerd-"))
-    daemon = Containerd(work)
+    daemon = Containerd(work, SHIM, BUILD / "bundle", Path(str(KEY) + ".pub"), PAUSE_IMAGE)
     try:
         yield daemon
     finally:
