@@ -261,9 +261,10 @@ fuzz-seeds: setup $(VENV)/.installed
 # time (driver/src/data.rs); nothing points back into this checkout.
 PREFIX ?= /usr/local
 install: $(BUNDLE)/manifest.json
-	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-c
+	cargo build --release --locked -p megavisor -p megavisor-jail -p megavisor-shim -p megavisor-c
 	install -d $(PREFIX)/bin $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/share/megavisor
-	install -m 755 -s $(CARGO_TARGET_DIR)/release/megavisor $(CARGO_TARGET_DIR)/release/megavisor-jail $(PREFIX)/bin/
+	install -m 755 -s $(CARGO_TARGET_DIR)/release/megavisor $(CARGO_TARGET_DIR)/release/megavisor-jail \
+		$(CARGO_TARGET_DIR)/release/containerd-shim-megavisor-v1 $(PREFIX)/bin/
 	install -m 755 $(CARGO_TARGET_DIR)/release/libdriver.so $(PREFIX)/lib/
 	strip --strip-unneeded $(PREFIX)/lib/libdriver.so
 	install -m 644 include/driver.h $(PREFIX)/include/

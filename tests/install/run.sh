@@ -34,6 +34,8 @@ unshare --mount sh -eu -c '
     # A copy of the program elsewhere, linked by path, still finds its data.
     ln -s "$prefix/bin/megavisor" "$prefix/megavisor-link"
     "$prefix/megavisor-link" tools > "$prefix/tools.out"
+    # The shim starts from the prefix (and, asked nothing, says what containerd must pass).
+    "$prefix/bin/containerd-shim-megavisor-v1" 2> "$prefix/shim.err" || true
     test ! -e "$repo/build/bundle" && test ! -e "$target/release"
 ' sh "$repo" "$target" "$prefix"
 
@@ -43,4 +45,8 @@ test "$(cat "$prefix/hello.out")" = "hello from libdriver" || {
     exit 1
 }
 grep -q '^echo ' "$prefix/tools.out" || { echo "tools: $(cat "$prefix/tools.out")"; exit 1; }
+grep -q '^io.containerd.megavisor.v1: .*namespace' "$prefix/shim.err" || {
+    echo "shim: $(cat "$prefix/shim.err")"
+    exit 1
+}
 echo "install: the CLI and a C program ran from $prefix with build/ and target/ hidden"
