@@ -1,17 +1,23 @@
 //! The image map: for every executable path of one image, its content's digests and what
 //! runs in its place. It is signed like a bundle's manifest (the same Ed25519 keys and
-//! signature file format) and names the image and the bundle it was made for, so a map
-//! cannot be carried over to another image or a bundle it was not checked against.
+//! signature file format). It names the bundle it was made for, and a runner refuses it
+//! with any other bundle; it also records the image it was made from, for the operator.
 //!
 //! The recompiled image carries it as its top layer, at [`MAP_DIR`]`/`[`MAP_FILE`] of the
 //! root, beside its signature [`SIGNATURE_FILE`].
+//!
+//! A map pins the content of every *executable* of the image. The rest of the image
+//! (libraries, scripts, data, and what a later image built on it adds) is not in it: a
+//! mapped path runs only if its content is the one recorded, but a native binary reads
+//! whatever libraries the root holds.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use megavisor_core::signing::{Authenticity, verify_manifest};
 use megavisor_core::{Digests, Error, ManifestSigner, Result, TrustPolicy};
 use serde::{Deserialize, Serialize};
+
+use crate::root::Root;
 
 /// The directory of the root holding the map.
 pub const MAP_DIR: &str = ".megavisor";
@@ -104,19 +110,20 @@ impl ImageMap {
         (bytes, signature)
     }
 
-    /// Reads the map in `root` (an image's root directory) and checks its signature under
-    /// `policy`.
-    pub fn load_verified(root: &Path, policy: &TrustPolicy) -> Result<(Self, Authenticity)> {
-        let dir = root.join(MAP_DIR);
-        let path = dir.join(MAP_FILE);
-        let bytes = read_limited(&path)?.ok_or_else(|| {
+    /// Reads the map in `root` (an image's root) and checks its signature under `policy`.
+    /// Both files are read inside the root, as regular files: a map the image turned into
+    /// a symlink to the host, or a FIFO, is refused.
+    pub fn load_verified(root: &Root, policy: &TrustPolicy) -> Result<(Self, Authenticity)> {
+        let inside = format!("/{MAP_DIR}/{MAP_FILE}");
+        let path = root.dir().join(MAP_DIR).join(MAP_FILE);
+        let bytes = root.read_file(&inside, MAX_MAP_BYTES)?.ok_or_else(|| {
             Error::NotAllowed(format!(
                 "{} has no image map ({MAP_DIR}/{MAP_FILE}): the image was not recompiled for \
                  megavisor (`megavisor recompile`)",
-                root.display()
+                root.dir().display()
             ))
         })?;
-        let signature = read_limited(&dir.join(SIGNATURE_FILE))?;
+        let signature = root.read_file(&format!("/{MAP_DIR}/{SIGNATURE_FILE}"), MAX_MAP_BYTES)?;
         let authenticity = verify_manifest(&bytes, signature.as_deref(), &path, policy)?;
         let map: ImageMap = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidManifest {
             file: path.clone(),
@@ -169,25 +176,4 @@ pub struct Counts {
     pub native: usize,
     /// Paths that may not run.
     pub denied: usize,
-}
-
-/// A file's bytes, `None` when it does not exist.
-fn read_limited(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, "open", e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_MAP_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, "read", e))?;
-    if bytes.len() as u64 > MAX_MAP_BYTES {
-        return Err(Error::InvalidManifest {
-            file: path.to_owned(),
-            reason: format!("larger than the limit of {MAX_MAP_BYTES} bytes"),
-        });
-    }
-    Ok(Some(bytes))
 }

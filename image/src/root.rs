@@ -134,6 +134,40 @@ impl Root {
         openat2(&self.fd, &relative, how)
     }
 
+    /// The bytes of the regular file at `path` (absolute within the image, resolved inside
+    /// it, the last component not followed), at most `limit` of them; `None` when there is
+    /// no such file.
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let shown = self.dir.join(path.trim_start_matches('/'));
+        let fd = match self.open_inside(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(Error::NotAllowed(format!("{}: {e}", shown.display()))),
+        };
+        let file = File::from(fd);
+        let metadata = file.metadata().map_err(|e| Error::io(&shown, "stat", e))?;
+        if !metadata.is_file() {
+            return Err(Error::NotAllowed(format!(
+                "{} is not a regular file",
+                shown.display()
+            )));
+        }
+        if metadata.len() > limit {
+            return Err(Error::InvalidManifest {
+                file: shown,
+                reason: format!("larger than the limit of {limit} bytes"),
+            });
+        }
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&shown, "read", e))?;
+        Ok(Some(bytes))
+    }
+
     /// Where an open descriptor lies within the image, if it lies in it.
     fn path_of(&self, fd: &OwnedFd) -> Option<String> {
         let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
@@ -166,8 +200,6 @@ pub struct Resolved {
     pub file_path: String,
     /// The content's digests, as hashed now.
     pub digests: Digests,
-    /// The open file (what was hashed).
-    pub file: File,
     /// What runs: an entry or the native binary (never [`Disposition::Denied`]).
     pub run: Disposition,
 }
@@ -177,7 +209,7 @@ impl MappedRoot {
     /// `policy`.
     pub fn open(dir: &Path, policy: &TrustPolicy) -> Result<Self> {
         let root = Root::open(dir)?;
-        let (map, _) = ImageMap::load_verified(root.dir(), policy)?;
+        let (map, _) = ImageMap::load_verified(&root, policy)?;
         Ok(MappedRoot { root, map })
     }
 
@@ -247,7 +279,6 @@ impl MappedRoot {
             file_path,
             run: mapping.run.clone(),
             digests,
-            file,
         })
     }
 }
