@@ -11,6 +11,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use megavisor_core::{Error, Result};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 
 /// Largest JSON document of an image (index, manifest, config) read into memory.
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
@@ -42,8 +45,23 @@ impl ImageSource {
         let entries = archive
             .entries_with_seek()
             .map_err(|e| Error::io(path, "read image tarball", e))?;
+        // `docker save` stores a layer that two images share once, and links the other to
+        // it: the links are resolved against the members once all are indexed.
+        let mut links = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(path, "read image tarball", e))?;
+            if entry.header().entry_type() == tar::EntryType::Symlink
+                && let (Some(name), Ok(Some(target))) = (
+                    entry.path().ok().and_then(|name| member_name(&name)),
+                    entry.link_name(),
+                )
+            {
+                let dir = Path::new(&name).parent().unwrap_or(Path::new(""));
+                if let Some(target) = crate::unpack::normalize(&dir.join(target)) {
+                    links.push((name, target.to_string_lossy().into_owned()));
+                }
+                continue;
+            }
             if entry.header().entry_type() != tar::EntryType::Regular {
                 continue;
             }
@@ -59,6 +77,11 @@ impl ImageSource {
                     ))
                 })?;
             members.insert(name, (entry.raw_file_position(), entry.size()));
+        }
+        for (name, target) in links {
+            if let Some(&found) = members.get(&target) {
+                members.insert(name, found);
+            }
         }
         Ok(ImageSource::Tarball {
             path: path.to_owned(),
@@ -102,16 +125,31 @@ impl ImageSource {
         match self {
             ImageSource::Directory(dir) => {
                 let path = dir.join(&safe);
-                let file = match File::open(&path) {
-                    Ok(file) => file,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
-                    Err(e) => return Err(Error::io(&path, "open", e)),
+                // Beneath the layout and never through a symlink, and only a regular file:
+                // a member that is a FIFO or a link to /dev/zero would hang the reader.
+                let how = OpenHow::new()
+                    .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+                    .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+                let layout = nix::fcntl::open(
+                    dir.as_path(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::io(dir, "open image", e.into()))?;
+                let fd = match openat2(&layout, Path::new(&safe), how) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => return Err(missing()),
+                    Err(e) => return Err(Error::io(&path, "open", e.into())),
                 };
-                let size = file
-                    .metadata()
-                    .map_err(|e| Error::io(&path, "stat", e))?
-                    .len();
-                Ok((Box::new(file), size))
+                let file = File::from(fd);
+                let metadata = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
+                if !metadata.is_file() {
+                    return Err(Error::BadRequest(format!(
+                        "{} is not a regular file",
+                        path.display()
+                    )));
+                }
+                Ok((Box::new(file), metadata.len()))
             }
             ImageSource::Tarball { path, members } => {
                 let &(offset, size) = members.get(&safe).ok_or_else(missing)?;

@@ -39,6 +39,32 @@ const WHITEOUT: &str = ".wh.";
 /// The name of an opaque-directory marker.
 const OPAQUE: &str = ".wh..wh..opq";
 
+/// What a layer's stream may hold beyond the file bytes left to the image: its headers,
+/// long names, padding and end blocks.
+const STREAM_SLACK: u64 = 64 << 20;
+
+/// A reader that fails once it has yielded `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other(
+                "the layer holds more than the image's size limit allows",
+            ));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// How much an image may unpack to.
 #[derive(Debug, Clone, Copy)]
 pub struct UnpackLimits {
@@ -87,11 +113,6 @@ impl Unpacker {
         })
     }
 
-    /// Bytes of file content written so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Reads `layer` from `source`, applies it, and checks it against its digests.
     pub fn apply(&mut self, source: &ImageSource, layer: &Layer) -> Result<()> {
         let (reader, _) = source.open_member(&layer.member)?;
@@ -112,7 +133,14 @@ impl Unpacker {
         } else {
             Box::new(&mut blob)
         };
-        let mut diff = Hashing::new(uncompressed);
+        // A stream, headers and all, is bounded like the files it may hold, so that a small
+        // compressed layer cannot expand into endless headers (read whole by the tar
+        // reader) or padding.
+        let bound = self.limits.max_total_bytes.saturating_sub(self.bytes) + STREAM_SLACK;
+        let mut diff = Hashing::new(Bounded {
+            inner: uncompressed,
+            left: bound,
+        });
         let name = source.member_path(&layer.member).display().to_string();
         self.apply_tar(&name, &mut diff)?;
         let (diff_id, _, _) = diff
@@ -160,14 +188,14 @@ impl Unpacker {
             let parent = self
                 .directory(parent_path, &mut this_layer)
                 .map_err(|why| refuse(&why))?;
-            let name_str = name.to_string_lossy();
-            if name_str == OPAQUE {
+            if name.as_bytes() == OPAQUE.as_bytes() {
                 self.empty_directory(&parent, parent_path, &this_layer)
                     .map_err(|why| refuse(&why))?;
                 continue;
             }
-            if let Some(hidden) = name_str.strip_prefix(WHITEOUT) {
-                remove(&parent, OsStr::new(hidden)).map_err(|why| refuse(&why))?;
+            // Compared as bytes: a whiteout of a name that is not UTF-8 names it exactly.
+            if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT.as_bytes()) {
+                remove(&parent, OsStr::from_bytes(hidden)).map_err(|why| refuse(&why))?;
                 continue;
             }
             let header = entry.header();
@@ -454,7 +482,6 @@ pub fn normalize(path: &Path) -> Option<PathBuf> {
     Some(parts.iter().collect())
 }
 
-/// A layer's stream (compressed or not) against the digest that names it.
 /// `path` relative to the root with `..` stopping at the root, as `RESOLVE_IN_ROOT` (and a
 /// container) resolves a symlink's target.
 fn normalize_clamped(path: &Path) -> PathBuf {
@@ -471,6 +498,7 @@ fn normalize_clamped(path: &Path) -> PathBuf {
     parts.iter().collect()
 }
 
+/// A layer's stream (compressed or not) against the digest that names it.
 fn check_digest(layer: &str, expected: &str, actual: &str) -> Result<()> {
     if expected == actual {
         return Ok(());

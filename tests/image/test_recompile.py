@@ -287,3 +287,38 @@ def test_a_native_path_runs_in_the_sandbox_behind_the_exec_gate(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "hi\nx\ny\nrc=126\n", "busybox dispatched on its name; id refused"
     assert "/usr/bin/id: Permission denied" in ran.stderr
+
+
+def test_a_map_that_the_image_made_a_symlink_is_refused(tools, tmp_path):
+    image, out, _ = tools
+    root = unpacked_root(image, out, tmp_path / "root")
+    map_file = root / ".megavisor" / "image-map.json"
+    map_file.unlink()
+    # A later layer could point the map at any file of the host; it is read in the image.
+    map_file.symlink_to("/etc/passwd")
+    result = megavisor("run-image", *TRUST, str(root), "/bin/wc")
+    assert result.returncode == 126, result.stderr
+    assert "image-map.json" in result.stderr
+
+
+def test_a_docker_save_tarball_with_a_linked_layer_unpacks(tmp_path):
+    """`docker save` stores a layer two images share once and links the other to it."""
+    image = build_image(tmp_path / "img.tar", TOOLS_LAYERS)
+    linked = tmp_path / "linked.tar"
+    with tarfile.open(image) as src, tarfile.open(linked, "w") as dst:
+        manifest = json.load(src.extractfile("manifest.json"))
+        first = manifest[0]["Layers"][0]
+        for member in src.getmembers():
+            if member.name == first:
+                moved = tarfile.TarInfo("shared/layer.tar")
+                moved.size = member.size
+                dst.addfile(moved, src.extractfile(member))
+                link = tarfile.TarInfo(first)
+                link.type = tarfile.SYMTYPE
+                link.linkname = "../shared/layer.tar"
+                dst.addfile(link)
+            else:
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    result = recompile(linked, tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["mapped"] == 3
