@@ -76,13 +76,13 @@ fn open_unchanged(file: &GrantedFile) -> Result<OwnedFd, String> {
     let metadata = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?)
         .metadata()
         .map_err(|e| format!("exec gate: stat {}: {e}", file.path.display()))?;
-    let modified_ns =
-        i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
+    let ns = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
     if !metadata.is_file()
         || metadata.dev() != file.device
         || metadata.ino() != file.inode
         || metadata.size() != file.size
-        || modified_ns != file.modified_ns
+        || ns(metadata.mtime(), metadata.mtime_nsec()) != file.modified_ns
+        || ns(metadata.ctime(), metadata.ctime_nsec()) != file.changed_ns
     {
         return Err(format!(
             "exec gate: {} changed after it was hashed; refusing to start",

@@ -78,6 +78,8 @@ pub struct GrantedFile {
     pub size: u64,
     /// `st_mtime` when it was hashed, in nanoseconds since the epoch.
     pub modified_ns: i128,
+    /// `st_ctime` when it was hashed, in nanoseconds since the epoch.
+    pub changed_ns: i128,
 }
 
 /// Where the call's output directory appears inside the sandbox.

@@ -17,12 +17,15 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use megavisor_jail::GrantedFile;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 
 use super::sandbox::SandboxOptions;
 use crate::digest::Digests;
@@ -34,23 +37,27 @@ pub const GATE_RESCAN: Duration = Duration::from_secs(2);
 /// The largest file the gate hashes; a larger one is never granted.
 const MAX_GATED_BYTES: u64 = 512 << 20;
 
-/// What identifies a file's content without reading it.
+/// What identifies a file's content without reading it. The change time is in it because
+/// no one can set it back: a file rewritten in place, its modification time restored, still
+/// has a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
     device: u64,
     inode: u64,
     size: u64,
     modified_ns: i128,
+    changed_ns: i128,
 }
 
 impl Identity {
     fn of(metadata: &std::fs::Metadata) -> Self {
+        let ns = |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
         Identity {
             device: metadata.dev(),
             inode: metadata.ino(),
             size: metadata.size(),
-            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                + i128::from(metadata.mtime_nsec()),
+            modified_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            changed_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
         }
     }
 
@@ -61,6 +68,7 @@ impl Identity {
             inode: self.inode,
             size: self.size,
             modified_ns: self.modified_ns,
+            changed_ns: self.changed_ns,
         }
     }
 }
@@ -103,14 +111,29 @@ impl ExecGate {
     }
 
     /// The ELF interpreter of `binary` (the file a call executes), granted so that it can
-    /// start, if it names one the sandbox shows.
+    /// start, if the sandbox shows it and may trust it: the host's own loader in a root
+    /// built from the host's directories; in an operator's root (an image's), one whose
+    /// content is `allowed` like any binary's, since whoever built the root chose it.
     pub(crate) fn interpreter_of(
         &self,
         sandbox: &SandboxOptions,
         binary: &File,
-    ) -> Option<GrantedFile> {
-        let interpreter = elf_interpreter(binary)?;
-        visible_file(sandbox, Path::new(&interpreter))
+        allowed: &HashSet<String>,
+    ) -> Result<Option<GrantedFile>> {
+        let Some(interpreter) = elf_interpreter(binary) else {
+            return Ok(None);
+        };
+        let Some((host, granted)) = visible_file(sandbox, Path::new(&interpreter)) else {
+            return Ok(None);
+        };
+        if sandbox.root.is_none() {
+            return Ok(Some(granted));
+        }
+        let metadata = std::fs::metadata(&host).map_err(|e| Error::io(&host, "stat", e))?;
+        Ok(self
+            .digests_of(&host, Identity::of(&metadata))?
+            .filter(|d| allowed.contains(&d.sha256) || allowed.contains(&d.blake3))
+            .map(|_| granted))
     }
 
     fn scan(
@@ -123,9 +146,6 @@ impl ExecGate {
         for dir in &sandbox.gate_dirs {
             let Some(host_dir) = host_path(sandbox, dir) else {
                 continue; // not shown in the sandbox
-            };
-            let Ok(host_dir) = host_dir.canonicalize() else {
-                continue;
             };
             if !seen.insert(host_dir.clone()) {
                 continue; // `/bin` is `/usr/bin` on a merged root
@@ -155,7 +175,7 @@ impl ExecGate {
                     continue;
                 };
                 if let Ok(file) = File::open(&path)
-                    && let Some(interpreter) = self.interpreter_of(sandbox, &file)
+                    && let Some(interpreter) = self.interpreter_of(sandbox, &file, allowed)?
                     && !granted.iter().any(|g| g.path == interpreter.path)
                 {
                     granted.push(interpreter);
@@ -193,16 +213,32 @@ impl ExecGate {
     }
 }
 
-/// Where `inside` (a path as the sandbox shows it) lies on the host, if the sandbox shows
-/// it: under the operator's root, or under one of the read-only directories of a fresh one.
+/// Where `inside` (a path as the sandbox shows it) lies on the host, symlinks resolved, if
+/// the sandbox shows it: in the operator's root, resolved inside it as the tool will
+/// resolve it (`openat2(RESOLVE_IN_ROOT)`: an image's absolute symlinks do not lead to the
+/// host's files), or under one of the host's read-only directories of a fresh root.
 fn host_path(sandbox: &SandboxOptions, inside: &Path) -> Option<PathBuf> {
     match &sandbox.root {
-        Some(root) => Some(root.join(inside.strip_prefix("/").ok()?)),
+        Some(root) => {
+            let root_fd = nix::fcntl::open(
+                root.as_path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            let relative = inside.strip_prefix("/").ok()?;
+            let fd = openat2(&root_fd, relative, how).ok()?;
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+        }
         None => sandbox
             .read_only
             .iter()
             .any(|dir| inside.starts_with(dir))
-            .then(|| inside.to_owned()),
+            .then(|| inside.canonicalize().ok())
+            .flatten(),
     }
 }
 
@@ -224,15 +260,16 @@ fn inside_path(sandbox: &SandboxOptions, host: &Path) -> Option<PathBuf> {
     }
 }
 
-/// The file at `inside` (symlinks resolved), as a granted file, if the sandbox shows it.
-fn visible_file(sandbox: &SandboxOptions, inside: &Path) -> Option<GrantedFile> {
-    let host = host_path(sandbox, inside)?.canonicalize().ok()?;
+/// The file at `inside` (symlinks resolved), on the host and as a granted file, if the
+/// sandbox shows it.
+fn visible_file(sandbox: &SandboxOptions, inside: &Path) -> Option<(PathBuf, GrantedFile)> {
+    let host = host_path(sandbox, inside)?;
     let metadata = std::fs::metadata(&host).ok()?;
     if !metadata.is_file() {
         return None;
     }
-    let inside = inside_path(sandbox, &host)?;
-    Some(Identity::of(&metadata).granted(inside))
+    let granted = Identity::of(&metadata).granted(inside_path(sandbox, &host)?);
+    Some((host, granted))
 }
 
 /// The `PT_INTERP` path of an ELF executable (64-bit, little-endian), if it has one.
@@ -255,8 +292,8 @@ fn elf_interpreter(file: &File) -> Option<String> {
     }
     for index in 0..u64::from(entries) {
         let mut entry = [0u8; 56];
-        file.read_exact_at(&mut entry, table + index * entry_size)
-            .ok()?;
+        let at = index.checked_mul(entry_size)?.checked_add(table)?;
+        file.read_exact_at(&mut entry, at).ok()?;
         if u32::from_le_bytes(entry[..4].try_into().unwrap()) != PT_INTERP {
             continue;
         }

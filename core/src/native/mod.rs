@@ -195,9 +195,11 @@ impl NativeBackend {
             return Ok(None);
         };
         let mut allowed = self.allowlist.digests();
-        allowed.extend(self.gate_digests.iter().cloned());
+        if sandbox.gate_originals {
+            allowed.extend(self.gate_digests.iter().cloned());
+        }
         let mut granted = gate.granted(sandbox, &allowed)?;
-        if let Some(interpreter) = gate.interpreter_of(sandbox, &binary.file)
+        if let Some(interpreter) = gate.interpreter_of(sandbox, &binary.file, &allowed)?
             && !granted.iter().any(|g| g.path == interpreter.path)
         {
             granted.push(interpreter);

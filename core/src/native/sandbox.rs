@@ -44,6 +44,9 @@ pub struct SandboxOptions {
     pub exec_gate: bool,
     /// The directories (as the sandbox shows them) whose files the gate may grant.
     pub gate_dirs: Vec<PathBuf>,
+    /// Whether the gate also allows the manifest's originals (by default it does; a root
+    /// with a policy of its own, an image's map, turns it off).
+    pub gate_originals: bool,
 }
 
 impl Default for SandboxOptions {
@@ -76,6 +79,7 @@ impl Default for SandboxOptions {
             hostname: "megavisor".to_owned(),
             seccomp_filters: None,
             exec_gate: false,
+            gate_originals: true,
             gate_dirs: [
                 "/usr/local/sbin",
                 "/usr/local/bin",

@@ -526,6 +526,7 @@ impl Policy {
             seccomp_filters,
             exec_gate: sandbox.exec_gate,
             gate_dirs: sandbox.gate_dirs.clone(),
+            gate_originals: true,
         }
     }
 

@@ -57,7 +57,7 @@ pub fn run(args: RunImageArgs) -> Result<ExitCode> {
 
 /// Runs a path the map gives to the native sandbox: the binary itself, in a sandbox whose
 /// read-only root is the image's, behind the exec gate, which lets it (and what it starts)
-/// execute only the image's files that the map runs natively.
+/// execute only the image's files that the map runs natively (their loader included).
 fn run_native(
     args: &RunImageArgs,
     mapped: &MappedRoot,
@@ -80,13 +80,18 @@ fn run_native(
     policy.sandbox.root = Some(root.to_owned());
     let mut options = policy.runtime_options(args.bundle.trust.cache_dir.clone())?;
     options.engine.max_concurrency = 1;
+    // The map is this root's whole policy: not even the bundle's originals are let in.
+    if let Some(sandbox) = options.native.as_mut().and_then(|n| n.sandbox.as_mut()) {
+        sandbox.gate_originals = false;
+    }
     let runtime = Runtime::open(
         &bundle_dir(&args.bundle),
         &trust_policy(&args.bundle.trust)?,
         options,
     )?;
-    // The file the map's check hashed, by the path the kernel resolved inside the image:
-    // no symlink is followed again on the host.
+    // The path the kernel resolved inside the image when the map's check hashed it, so no
+    // symlink of the image is followed on the host; the allowlist opens and hashes it again
+    // and runs that sealed copy.
     let binary = root.join(resolved.file_path.trim_start_matches('/'));
     let mut request = build_request(&resolved.path, tool_args, &args.invoke)?;
     request.tool = ToolRef::Native(binary);
