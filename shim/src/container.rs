@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use megavisor_driver::{Cancel, Output};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use oci_spec::runtime::Spec;
 
 use crate::runner::{Process, Refusal, Runner, Work};
@@ -51,6 +52,9 @@ struct Life {
     child: Option<nix::unistd::Pid>,
     /// The signal a kill sent, for the exit status of the call it stopped.
     killed_by: Option<u32>,
+    /// Whether the exit was published: what `wait` waits for, so that containerd hears of
+    /// the exit (the CRI from its event) before a waiter can delete the container.
+    reported: bool,
 }
 
 /// One container.
@@ -158,6 +162,7 @@ impl Container {
                 let exit_status = container.run(&runner, &process);
                 container.finish(exit_status);
                 exited(&container);
+                container.reported();
             })
             .map_err(|e| format!("cannot start a thread for container {}: {e}", self.id))?;
         Ok(())
@@ -249,8 +254,13 @@ impl Container {
         if let Some(signal) = killed {
             signal_child(pid, signal);
         }
-        let status = child.wait();
+        // Waited for without reaping it, and forgotten before it is reaped: a kill never
+        // signals a pid the kernel may have given to another process since.
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
         self.life.lock().expect("container lock").child = None;
+        let status = child.wait();
         match status {
             Ok(status) => status
                 .code()
@@ -309,12 +319,17 @@ impl Container {
         life.cancel = None;
         // Closing the writing ends is the readers' end of file.
         *self.streams.lock().expect("streams lock") = [None, None];
+    }
+
+    /// Records that the exit was published, and wakes whoever waits for it.
+    pub fn reported(&self) {
+        self.life.lock().expect("container lock").reported = true;
         self.changed.notify_all();
     }
 
     /// Sends `signal`: a running call is given up on and ends with 128 + `signal`; a
     /// sandbox, or a container not started, stops at once. Returns whether it stopped here
-    /// (the caller then reports the exit).
+    /// (the caller then publishes the exit and calls [`Container::reported`]).
     pub fn kill(&self, signal: u32) -> bool {
         let mut life = self.life.lock().expect("container lock");
         match life.status {
@@ -337,10 +352,10 @@ impl Container {
         }
     }
 
-    /// Blocks until it has stopped; its exit status and time.
+    /// Blocks until it has stopped and its exit was published; its exit status and time.
     pub fn wait(&self) -> (u32, Option<Timestamp>) {
         let mut life = self.life.lock().expect("container lock");
-        while life.status != Some(Status::Stopped) {
+        while !life.reported {
             life = self.changed.wait(life).expect("container lock");
         }
         (life.exit_status, life.exited_at.clone())

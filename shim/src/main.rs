@@ -14,5 +14,8 @@ mod service;
 mod task;
 
 fn main() {
-    containerd_shim::run::<service::Service>(megavisor_image::write::RUNTIME, None);
+    containerd_shim::run::<service::Service>(
+        megavisor_image::write::RUNTIME,
+        Some(service::config()),
+    );
 }

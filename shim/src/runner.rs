@@ -211,7 +211,17 @@ fn find_command(
     path.split(':')
         .filter(|dir| dir.starts_with('/'))
         .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
-        .find(|candidate| mapped.root().open_inside(candidate, OFlag::O_PATH).is_ok())
+        .find(|candidate| {
+            // The first regular file of that name: a directory on PATH is searched past.
+            mapped
+                .root()
+                .open_inside(candidate, OFlag::O_PATH)
+                .is_ok_and(|fd| {
+                    std::fs::File::from(fd)
+                        .metadata()
+                        .is_ok_and(|m| m.is_file())
+                })
+        })
         .ok_or_else(|| Refusal {
             exit_status: 127,
             message: format!("{command}: not found in the image on PATH {path}"),

@@ -27,11 +27,7 @@ pub struct Service {
 impl containerd_shim::Shim for Service {
     type T = TaskService;
 
-    fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
-        // Calls run on the driver's threads, not in child processes: there is nothing for
-        // the shim to reap, and reaping every child would take exit statuses the driver
-        // waits for.
-        config.no_reaper = true;
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Service {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
@@ -77,6 +73,18 @@ impl containerd_shim::Shim for Service {
             publisher,
             Arc::clone(&self.exit),
         )))
+    }
+}
+
+/// The crate's settings for this shim. It waits for its own children (a native binary's
+/// `megavisor run-image`): a reaper of every child would take the exit statuses they are
+/// waited for by, and a subreaper would inherit, and never reap, what such a child leaves
+/// behind.
+pub fn config() -> Config {
+    Config {
+        no_reaper: true,
+        no_sub_reaper: true,
+        ..Config::default()
     }
 }
 

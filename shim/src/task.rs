@@ -124,6 +124,15 @@ impl containerd_shim::Task for TaskService {
             .filter(|any| any.type_url.ends_with(RUNTIME_OPTIONS_TYPE))
             .and_then(|any| RuntimeOptions::decode(&any.value));
         self.runner(options.as_ref())?;
+        let exists = || status(Code::ALREADY_EXISTS, format!("container {} exists", req.id));
+        if self
+            .containers
+            .lock()
+            .expect("containers lock")
+            .contains_key(&req.id)
+        {
+            return Err(exists()); // before anything is mounted over its root
+        }
         let bundle = PathBuf::from(&req.bundle);
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             status(
@@ -131,22 +140,25 @@ impl containerd_shim::Task for TaskService {
                 format!("{}/config.json: {e}", req.bundle),
             )
         })?;
-        let rootfs = rootfs_of(&bundle, &spec, &req.rootfs)?;
+        let (rootfs, mounted) = rootfs_of(&bundle, &spec, &req.rootfs)?;
+        let unmount_on_error = |e: ttrpc::Error| {
+            if mounted {
+                unmount(&rootfs);
+            }
+            e
+        };
         let container = Container::new(
             req.id.clone(),
-            bundle,
-            rootfs,
+            bundle.clone(),
+            (rootfs.clone(), mounted),
             [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
             &spec,
         )
-        .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        .map_err(|e| unmount_on_error(status(Code::INVALID_ARGUMENT, e)))?;
         {
             let mut containers = self.containers.lock().expect("containers lock");
             if containers.contains_key(&req.id) {
-                return Err(status(
-                    Code::ALREADY_EXISTS,
-                    format!("container {} exists", req.id),
-                ));
+                return Err(unmount_on_error(exists()));
             }
             containers.insert(req.id.clone(), Arc::new(container));
         }
@@ -223,6 +235,7 @@ impl containerd_shim::Task for TaskService {
         let container = self.container(&req.id)?;
         if container.kill(req.signal) {
             self.publish("/tasks/exit", Box::new(exit_event(&container, self.pid)));
+            container.reported();
         }
         Ok(Empty::new())
     }
@@ -333,23 +346,67 @@ fn rootfs_of(
         }
         mounts => {
             let target = bundle.join("rootfs");
-            for mount in mounts {
-                containerd_shim::mount::mount_rootfs(
-                    Some(mount.type_.as_str()),
-                    Some(mount.source.as_str()),
-                    &mount.options,
-                    &target,
-                )
-                .map_err(|e| {
-                    status(
+            for (done, mount) in mounts.iter().enumerate() {
+                let mounted = mount_one(mount, &target);
+                if let Err(e) = mounted {
+                    // What was mounted before it comes off again.
+                    for _ in 0..done {
+                        unmount(&target);
+                    }
+                    return Err(status(
                         Code::INTERNAL,
                         format!("cannot mount {} on {}: {e}", mount.source, target.display()),
-                    )
-                })?;
+                    ));
+                }
             }
             Ok((target, true))
         }
     }
+}
+
+/// Mounts one of containerd's mounts on `target`: its options that are mount flags as
+/// flags, the rest (an overlay's `lowerdir=`...) as data. (The crate's own helper waits
+/// for a helper process through a reaper, which this shim does not run.)
+fn mount_one(
+    mount: &containerd_shim::protos::types::mount::Mount,
+    target: &Path,
+) -> nix::Result<()> {
+    use nix::mount::MsFlags;
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in &mount.options {
+        match option.as_str() {
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags &= !MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            other => data.push(other),
+        }
+    }
+    let data = data.join(",");
+    let kind = (!flags.contains(MsFlags::MS_BIND)).then_some(mount.type_.as_str());
+    nix::mount::mount(
+        Some(mount.source.as_str()),
+        target,
+        kind,
+        flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    )?;
+    // A read-only bind takes a second, remounting call.
+    if flags.contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY) {
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT,
+            None::<&str>,
+        )?;
+    }
+    Ok(())
 }
 
 fn unmount(rootfs: &Path) {
