@@ -9,6 +9,8 @@
 //! # Keys trusted to sign the bundle and the image maps (default: MEGAVISOR_TRUSTED_KEY,
 //! # else the data directory's key).
 //! trusted_keys = ["/etc/megavisor/megavisor.pub"]
+//! # The fleet's allowlist: what an image's map runs natively must still be listed here.
+//! allowlist = "/etc/megavisor/allowlist"
 //! ```
 //!
 //! The file is found, in order: from containerd's runtime options (`ConfigPath`, or the
@@ -39,6 +41,10 @@ pub struct ShimConfig {
     /// Public keys trusted to sign the bundle and image maps.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// The fleet's allowlist file: an image's native binary runs only while it lists the
+    /// binary's digest (re-read when it changes), whatever the image's map says.
+    #[serde(default)]
+    pub allowlist: Option<PathBuf>,
 }
 
 impl ShimConfig {

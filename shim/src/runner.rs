@@ -184,6 +184,9 @@ impl Runner {
         for key in self.config.keys() {
             command.arg("--trusted-key").arg(key);
         }
+        if let Some(allowlist) = &self.config.allowlist {
+            command.arg("--allowlist").arg(allowlist);
+        }
         command.arg(rootfs).arg(path).args(args).env_clear();
         Ok(Work::Native(command))
     }

@@ -144,6 +144,16 @@ def test_a_native_binary_runs_in_the_sandbox_behind_the_exec_gate(containerd, tm
     assert result.stdout == "from busybox\n", result.stderr
     assert "/usr/bin/id: Permission denied" in result.stderr
     assert result.returncode == 126
+    # The fleet's allowlist, named in the shim's config, takes the digest back.
+    fleet = tmp_path / "allowlist"
+    fleet.write_text("# busybox revoked\n")
+    config = tmp_path / "shim.toml"
+    config.write_text(f'bundle = "{BUILD / "bundle"}"\ntrusted_keys = ["{KEY}.pub"]\n'
+                      f'allowlist = "{fleet}"\n')
+    revoked = containerd.run(name, "revoked", "/bin/sh", "-c", "echo no",
+                             extra=["--runtime-config-path", str(config)])
+    assert revoked.returncode == 126 and revoked.stdout == ""
+    assert "the fleet's allowlist does not list it" in revoked.stderr
 
 
 def test_kill_stops_a_running_tool(containerd, tools_image):

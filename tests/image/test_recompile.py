@@ -322,3 +322,24 @@ def test_a_docker_save_tarball_with_a_linked_layer_unpacks(tmp_path):
     result = recompile(linked, tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["mapped"] == 3
+
+
+def test_the_fleet_allowlist_takes_back_a_native_path(tmp_path):
+    if os.geteuid() != 0 or not BUSYBOX.is_file():
+        reason = "needs root (the sandbox) and a static busybox (make image-test installs it)"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    image = build_image(tmp_path / "native.tar", NATIVE_LAYERS)
+    busybox = hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    assert recompile(image, tmp_path / "out", "--allow-digest", busybox).returncode == 0
+    fleet = tmp_path / "allowlist"
+    fleet.write_text(f"sha256:{busybox}\n")
+    oci = str(tmp_path / "out" / "oci")
+    listed = megavisor("run-image", *TRUST, "--allowlist", str(fleet), oci, "/bin/sh", "-c",
+                       "echo listed")
+    assert listed.returncode == 0 and listed.stdout == "listed\n", listed.stderr
+    fleet.write_text("# busybox revoked\n")
+    revoked = megavisor("run-image", *TRUST, "--allowlist", str(fleet), oci, "/bin/sh", "-c",
+                        "echo revoked")
+    assert revoked.returncode == 126
+    assert "the fleet's allowlist does not list it" in revoked.stderr

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use megavisor_core::capability::Grant;
+use megavisor_core::native::{Allowlist, AllowlistConfig};
 use megavisor_core::{Access, Error, Mount, Result, Runtime, ToolRef};
 use megavisor_image::map::{MAP_DIR, MAP_FILE};
 use megavisor_image::unpack::{TempDir, unpack_to_scratch};
@@ -66,15 +67,36 @@ fn run_native(
 ) -> Result<ExitCode> {
     let root = mapped.root().dir();
     let mut policy = policy::load(&args.bundle.policy, None)?;
-    policy.native.binaries.clear();
-    policy.native.allowlist_file = None;
-    policy.native.digests = mapped
+    let mut native: Vec<String> = mapped
         .map()
         .files
         .values()
         .filter(|mapping| mapping.run == Disposition::Native)
         .map(|mapping| mapping.digests.sha256.clone())
         .collect();
+    // The fleet's allowlist, when one is given, can take back what the map allows: a
+    // digest it no longer lists runs nowhere, whatever maps were signed before.
+    let fleet = &policy.native;
+    if fleet.allowlist_file.is_some() || !fleet.digests.is_empty() {
+        let listed = Allowlist::new(&AllowlistConfig {
+            file: fleet.allowlist_file.clone(),
+            digests: fleet.digests.clone(),
+            ..AllowlistConfig::default()
+        })?
+        .digests();
+        if !listed.contains(&resolved.digests.sha256) && !listed.contains(&resolved.digests.blake3)
+        {
+            return Err(Error::NotAllowed(format!(
+                "{} (sha256 {}) runs natively by the image map, but the fleet's allowlist does \
+                 not list it (any more)",
+                resolved.path, resolved.digests.sha256
+            )));
+        }
+        native.retain(|digest| listed.contains(digest));
+    }
+    policy.native.binaries.clear();
+    policy.native.allowlist_file = None;
+    policy.native.digests = native;
     policy.sandbox.enabled = true;
     policy.sandbox.exec_gate = true;
     policy.sandbox.root = Some(root.to_owned());
