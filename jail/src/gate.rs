@@ -91,3 +91,37 @@ fn open_unchanged(file: &GrantedFile) -> Result<OwnedFd, String> {
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A kernel without Landlock, as the gate meets one: `landlock_create_ruleset` answers
+    /// `ENOSYS` (a seccomp filter on a thread of its own says so here).
+    #[test]
+    fn a_kernel_without_landlock_refuses_the_gate() {
+        let refused = std::thread::spawn(|| {
+            let arch = std::env::consts::ARCH
+                .try_into()
+                .expect("a known architecture");
+            let filter = seccompiler::SeccompFilter::new(
+                [(libc::SYS_landlock_create_ruleset, vec![])]
+                    .into_iter()
+                    .collect(),
+                seccompiler::SeccompAction::Allow,
+                seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+                arch,
+            )
+            .expect("the filter builds");
+            let program: seccompiler::BpfProgram = filter.try_into().expect("it compiles");
+            seccompiler::apply_filter(&program).expect("it installs on this thread");
+            let binary = std::fs::File::open("/bin/true").unwrap();
+            restrict(&[], binary.as_fd())
+        })
+        .join()
+        .expect("the thread ends");
+        let err = refused.expect_err("no Landlock, no gated tool");
+        assert!(err.contains("refusing to run ungated"), "{err}");
+    }
+}
