@@ -164,6 +164,7 @@ impl WasmBackend {
     ) -> Result<WasiCtxBuilder> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true)
+            .monotonic_clock(crate::sleep::GuestClock)
             .args(&plan.argv)
             .envs(&call.env)
             .stdin(MemoryInputPipe::new(call.request.stdin.clone()))

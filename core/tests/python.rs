@@ -147,3 +147,26 @@ fn a_tampered_standard_library_refuses_the_bundle_naming_it() {
     assert_eq!(err.kind(), ErrorKind::HashMismatch);
     assert!(err.to_string().contains("python311.zip"), "{err}");
 }
+
+#[test]
+fn time_sleep_sleeps_and_the_time_limit_still_stops_it() {
+    // CPython sleeps with clock_nanosleep(TIMER_ABSTIME): an absolute monotonic deadline.
+    let runtime = common::default_runtime();
+    let code =
+        "import time\nt = time.monotonic()\ntime.sleep(0.2)\nprint(time.monotonic() - t >= 0.2)";
+    let started = std::time::Instant::now();
+    assert_eq!(ok(&runtime, json!({"code": code})), "True\n");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let mut long = request(&runtime, json!({"code": "import time\ntime.sleep(30)"}));
+    long.limits.timeout = Some(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(runtime.run(&long).unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the sleep ended at the time limit"
+    );
+    // select() on stdin, a descriptor subscription, answers at once.
+    let select =
+        "import select, sys\nr, _, _ = select.select([sys.stdin], [], [], 5)\nprint(len(r))";
+    assert_eq!(ok(&runtime, json!({"code": select})), "1\n");
+}

@@ -61,9 +61,7 @@ impl PooledModule {
             )
             .map_err(|e| Error::Engine(format!("cannot link proc_exit: {e:#}")))?;
         linker.allow_shadowing(false);
-        let mut wasi = Linker::new(engine);
-        p1::add_to_linker_sync(&mut wasi, wasi_of)
-            .and_then(|()| sleep::link(&mut linker, wasi))
+        sleep::link(&mut linker)
             .map_err(|e| Error::Engine(format!("cannot link poll_oneoff: {e:#}")))?;
         let pre = linker.instantiate_pre(module).map_err(|e| {
             Error::Engine(format!(
