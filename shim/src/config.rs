@@ -25,6 +25,8 @@ use serde::Deserialize;
 
 /// Where an operator's file is read when containerd passes none.
 pub const DEFAULT_CONFIG: &str = "/etc/megavisor/shim.toml";
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The environment variable naming the file.
 pub const CONFIG_ENV: &str = "MEGAVISOR_SHIM_CONFIG";
 
@@ -73,9 +75,27 @@ impl ShimConfig {
         Ok(ShimConfig::default())
     }
 
+    /// Reads a config file: a regular file of at most [`MAX_CONFIG_BYTES`], opened without
+    /// blocking (a FIFO named as the config must not hold a container's create).
     fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("shim config {}: {e}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |e: std::io::Error| format!("shim config {}: {e}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(failed)?;
+        if !file.metadata().map_err(failed)?.is_file() {
+            return Err(format!(
+                "shim config {} is not a regular file",
+                path.display()
+            ));
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES)
+            .read_to_string(&mut text)
+            .map_err(failed)?;
         Self::parse(&text, &path.display().to_string())
     }
 

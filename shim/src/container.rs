@@ -274,6 +274,18 @@ impl Container {
     fn write_output(&self, output: &Output) {
         self.write_stream(STDOUT, &output.stdout);
         self.write_stream(STDERR, &output.stderr);
+        // Past the output limit only the head was kept: the container's log says so.
+        for (name, kept, total) in [
+            ("stdout", output.stdout.len() as u64, output.stdout_total),
+            ("stderr", output.stderr.len() as u64, output.stderr_total),
+        ] {
+            if total > kept {
+                let note = format!(
+                    "megavisor: {name} truncated: kept {kept} of {total} bytes (the output limit)\n"
+                );
+                self.write_stream(STDERR, note.as_bytes());
+            }
+        }
     }
 
     /// Writes to stdout or stderr. A reader that stops reading for [`WRITE_PATIENCE`]

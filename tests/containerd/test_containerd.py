@@ -156,6 +156,21 @@ def test_a_native_binary_runs_in_the_sandbox_behind_the_exec_gate(containerd, tm
     assert "the fleet's allowlist does not list it" in revoked.stderr
 
 
+def test_output_past_the_limit_is_cut_and_says_so(containerd, tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (17 << 20))
+    layers = [[{"path": "bin/cat", "copy": "/usr/bin/cat"},
+               {"path": "big", "copy": str(big), "mode": 0o644}]]
+    name = "docker.io/library/megavisor-big:1"
+    tarball = recompile(tmp_path, layers, name)
+    assert containerd.ctr("images", "import", "--snapshotter", "native",
+                          str(tarball)).returncode == 0
+    result = containerd.run(name, "big", "/bin/cat", "/big")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == 16 << 20, "the default output limit"
+    assert f"stdout truncated: kept {16 << 20} of {17 << 20} bytes" in result.stderr
+
+
 def test_kill_stops_a_running_tool(containerd, tools_image):
     name = "killed"
     running = subprocess.Popen(
