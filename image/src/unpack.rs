@@ -80,7 +80,7 @@ impl Default for UnpackLimits {
     fn default() -> Self {
         UnpackLimits {
             max_file_bytes: 2 << 30,
-            max_total_bytes: 32 << 30,
+            max_total_bytes: 8 << 30,
             max_entries: 1_000_000,
         }
     }

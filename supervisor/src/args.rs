@@ -288,6 +288,10 @@ pub struct RecompileArgs {
     /// The largest file a layer may hold, e.g. `512M` (default 2G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
+    /// The most the image's files may add up to, over every layer (default 8G): a gzip
+    /// bomb stops there instead of filling the disk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_image_size: Option<u64>,
     /// Print the outcome, the whole map included, as JSON.
     #[arg(long)]
     pub json: bool,

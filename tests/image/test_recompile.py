@@ -343,3 +343,13 @@ def test_the_fleet_allowlist_takes_back_a_native_path(tmp_path):
                         "echo revoked")
     assert revoked.returncode == 126
     assert "the fleet's allowlist does not list it" in revoked.stderr
+
+
+def test_an_image_past_its_size_limit_is_refused(tmp_path):
+    image = build_image(tmp_path / "big.tar", [[
+        {"path": "a", "text": "x" * 3000},
+        {"path": "b", "text": "y" * 3000},
+    ]])
+    result = recompile(image, tmp_path / "out", "--max-image-size", "5000")
+    assert result.returncode != 0
+    assert '"b" takes the image past the limit of 5000 bytes' in result.stderr

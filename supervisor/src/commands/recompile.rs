@@ -31,11 +31,11 @@ pub fn run(args: RecompileArgs) -> Result<ExitCode> {
         ..AllowlistConfig::default()
     })?
     .digests();
+    let defaults = UnpackLimits::default();
     let limits = UnpackLimits {
-        max_file_bytes: args
-            .max_file_size
-            .unwrap_or(UnpackLimits::default().max_file_bytes),
-        ..UnpackLimits::default()
+        max_file_bytes: args.max_file_size.unwrap_or(defaults.max_file_bytes),
+        max_total_bytes: args.max_image_size.unwrap_or(defaults.max_total_bytes),
+        ..defaults
     };
     let job = Job {
         image: &args.image,
