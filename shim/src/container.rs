@@ -1,9 +1,10 @@
-//! One container of the shim: created from its bundle, started as one call, ended by the
-//! call's exit, a refusal or a kill, and waited for.
+//! One container of the shim: created from its bundle, started as one call (or, for a
+//! binary its image's map runs natively, one `megavisor run-image` process), ended by its
+//! exit, a refusal or a kill, and waited for; a waiter returns once the exit was published.
 //!
 //! ```text
-//!   create ──> Created ── start ──> Running ── call ends / refused / kill ──> Stopped
-//!                 └────────────── kill ──────────────────────────────────────────┘
+//!   create ──> Created ── start ──> Running ── exit / refused / kill ──> Stopped ── published
+//!                 └────────────── kill ─────────────────────────────────────┘
 //! ```
 //!
 //! A pod's sandbox container (the CRI's pause container) runs nothing: it is Running from
