@@ -271,13 +271,18 @@ NATIVE_LAYERS = [[
 ]]
 
 
-def test_a_native_path_runs_in_the_sandbox_behind_the_exec_gate(tmp_path):
+def native_image(tmp_path):
+    """The busybox image and busybox's digest, where the sandbox can run (else skipped)."""
     if os.geteuid() != 0 or not BUSYBOX.is_file():
         reason = "needs root (the sandbox) and a static busybox (make image-test installs it)"
         print(f"SKIPPED: {reason}")
         pytest.skip(reason)
     image = build_image(tmp_path / "native.tar", NATIVE_LAYERS)
-    busybox = hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    return image, hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+
+
+def test_a_native_path_runs_in_the_sandbox_behind_the_exec_gate(tmp_path):
+    image, busybox = native_image(tmp_path)
     result = recompile(image, tmp_path / "out", "--allow-digest", busybox, "--json")
     assert result.returncode == 0, result.stderr
     files = json.loads(result.stdout)["map"]["files"]
@@ -325,12 +330,7 @@ def test_a_docker_save_tarball_with_a_linked_layer_unpacks(tmp_path):
 
 
 def test_the_fleet_allowlist_takes_back_a_native_path(tmp_path):
-    if os.geteuid() != 0 or not BUSYBOX.is_file():
-        reason = "needs root (the sandbox) and a static busybox (make image-test installs it)"
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    image = build_image(tmp_path / "native.tar", NATIVE_LAYERS)
-    busybox = hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    image, busybox = native_image(tmp_path)
     assert recompile(image, tmp_path / "out", "--allow-digest", busybox).returncode == 0
     fleet = tmp_path / "allowlist"
     fleet.write_text(f"sha256:{busybox}\n")
