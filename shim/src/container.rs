@@ -31,9 +31,10 @@ use crate::runner::{Process, Refusal, Runner, Work};
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 
 /// Where a container is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Status {
     /// Created, not started.
+    #[default]
     Created,
     /// Started and not ended.
     Running,
@@ -44,7 +45,7 @@ pub enum Status {
 /// What can change while a container lives.
 #[derive(Default)]
 struct Life {
-    status: Option<Status>,
+    status: Status,
     exit_status: u32,
     exited_at: Option<Timestamp>,
     /// Gives up on the running call.
@@ -121,10 +122,7 @@ impl Container {
             stderr,
             process,
             streams,
-            life: Mutex::new(Life {
-                status: Some(Status::Created),
-                ..Life::default()
-            }),
+            life: Mutex::new(Life::default()),
             changed: Condvar::new(),
         })
     }
@@ -132,11 +130,7 @@ impl Container {
     /// Its status, exit status and exit time.
     pub fn status(&self) -> (Status, u32, Option<Timestamp>) {
         let life = self.life.lock().expect("container lock");
-        (
-            life.status.unwrap_or(Status::Created),
-            life.exit_status,
-            life.exited_at.clone(),
-        )
+        (life.status, life.exit_status, life.exited_at.clone())
     }
 
     /// Starts it: the call runs on a thread of its own, which writes the output to the
@@ -148,10 +142,10 @@ impl Container {
     ) -> Result<(), String> {
         {
             let mut life = self.life.lock().expect("container lock");
-            if life.status != Some(Status::Created) {
+            if life.status != Status::Created {
                 return Err(format!("container {} was started already", self.id));
             }
-            life.status = Some(Status::Running);
+            life.status = Status::Running;
         }
         let Some(process) = self.process.clone() else {
             return Ok(()); // a sandbox runs nothing until it is killed
@@ -323,10 +317,10 @@ impl Container {
     /// Records the exit and wakes whoever waits for it.
     fn finish(&self, exit_status: u32) {
         let mut life = self.life.lock().expect("container lock");
-        if life.status == Some(Status::Stopped) {
+        if life.status == Status::Stopped {
             return;
         }
-        life.status = Some(Status::Stopped);
+        life.status = Status::Stopped;
         life.exit_status = exit_status;
         life.exited_at = Some(now());
         life.cancel = None;
@@ -346,8 +340,8 @@ impl Container {
     pub fn kill(&self, signal: u32) -> bool {
         let mut life = self.life.lock().expect("container lock");
         match life.status {
-            Some(Status::Stopped) => false,
-            Some(Status::Running) if self.process.is_some() => {
+            Status::Stopped => false,
+            Status::Running if self.process.is_some() => {
                 life.killed_by = Some(signal);
                 if let Some(cancel) = &life.cancel {
                     cancel.cancel();
